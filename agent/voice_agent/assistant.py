@@ -1,0 +1,68 @@
+"""The voice assistant: instructions, tools, and the greeting guard."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+
+from livekit.agents import Agent, AgentSession, RunContext, ToolError, function_tool
+
+from . import tools
+
+logger = logging.getLogger("voice_agent")
+
+
+class Assistant(Agent):
+    """The agent people talk to.
+
+    Tools stay blocked until the greeting has been spoken (the greeting guard):
+    a tool call that arrives earlier waits for `greeting_done`, so the first
+    thing a caller hears is always the greeting, never a tool's answer.
+    """
+
+    def __init__(self, *, instructions: str, faq: tools.Faq) -> None:
+        super().__init__(instructions=instructions)
+        self._faq = faq
+        self.greeting_done = asyncio.Event()
+
+    async def greet(self, session: AgentSession, participant_name: str | None) -> None:
+        """Speak a short greeting, personalised with the caller's display name when known.
+
+        Gemini Live has no separate TTS, so the greeting is a model reply
+        generated from instructions (`session.say()` needs a TTS). Returns once
+        it has played out (or was interrupted); then the tools unlock.
+        """
+        who = f"the caller, whose name is {participant_name}," if participant_name else "the caller"
+        try:
+            handle = session.generate_reply(
+                instructions=f"Greet {who} warmly in one short sentence and offer help."
+            )
+            await handle.wait_for_playout()
+        finally:
+            self.greeting_done.set()
+
+    async def _after_greeting(self) -> None:
+        await self.greeting_done.wait()
+
+    @function_tool
+    async def get_current_time(self, context: RunContext, timezone: str) -> str:
+        """Get the current local time and date in a time zone.
+
+        Args:
+            timezone: IANA time zone name, for example "Europe/Paris", "America/New_York" or "UTC".
+        """
+        await self._after_greeting()
+        try:
+            return tools.current_time(timezone)
+        except tools.ToolInputError as exc:
+            raise ToolError(str(exc)) from exc
+
+    @function_tool
+    async def lookup_faq(self, context: RunContext, question: str) -> str:
+        """Look up an answer about this appliance (privacy, availability, how to use it) in the FAQ.
+
+        Args:
+            question: The caller's question, in their words.
+        """
+        await self._after_greeting()
+        return self._faq.lookup(question)

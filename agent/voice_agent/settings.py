@@ -1,0 +1,97 @@
+"""The agent worker's one settings object, read from the process environment.
+
+The stack passes `.env` in (honcho, compose, the tests), so the process environment is the
+one source; nothing here reads files of its own.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pydantic import AliasChoices, Field, SecretStr
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+#: Default FAQ shipped with the package (TOML, `[[entry]]` tables).
+DEFAULT_FAQ_PATH = Path(__file__).with_name("faq.toml")
+
+
+class AgentSettings(BaseSettings):
+    """Everything the worker reads from its environment.
+
+    Names are the stack's shared environment variables (no prefix), so the same
+    `.env` feeds the token server, livekit-server and this worker.
+
+    Raises:
+        pydantic.ValidationError: when a required variable is missing or malformed;
+            `voice_agent.__main__` turns that into a one-line message.
+    """
+
+    model_config = SettingsConfigDict(extra="ignore", populate_by_name=True)
+
+    # LiveKit: where the worker registers (signalling URL, ws:// or wss://).
+    livekit_url: str = Field(validation_alias="LIVEKIT_URL")
+    livekit_api_key: str = Field(validation_alias="LIVEKIT_API_KEY")
+    livekit_api_secret: SecretStr = Field(validation_alias="LIVEKIT_API_SECRET")
+    #: Explicit dispatch name; the token server dispatches by the same value (from `.env`).
+    agent_name: str = Field(validation_alias="AGENT_NAME", min_length=1)
+
+    # Gemini Live. Either an API key (Gemini Developer API) or Vertex AI credentials.
+    google_api_key: SecretStr | None = Field(default=None, validation_alias="GOOGLE_API_KEY")
+    use_vertexai: bool = Field(default=False, validation_alias="GOOGLE_GENAI_USE_VERTEXAI")
+    google_cloud_project: str | None = Field(default=None, validation_alias="GOOGLE_CLOUD_PROJECT")
+    google_application_credentials: Path | None = Field(
+        default=None, validation_alias="GOOGLE_APPLICATION_CREDENTIALS"
+    )
+    #: Another Gemini Live endpoint (e.g. a regional proxy or a test stand-in), `https://host:port`.
+    gemini_base_url: str | None = Field(
+        default=None, validation_alias=AliasChoices("GEMINI_BASE_URL", "GOOGLE_GEMINI_BASE_URL")
+    )
+    #: Extra CA bundle (PEM) to trust for the Gemini endpoint, added to the system store.
+    gemini_ca_file: Path | None = Field(default=None, validation_alias="GEMINI_CA_FILE")
+    gemini_model: str = Field(
+        default="gemini-2.5-flash-native-audio-preview-12-2025", validation_alias="GEMINI_MODEL"
+    )
+    gemini_voice: str = Field(default="Puck", validation_alias="GEMINI_VOICE")
+    gemini_temperature: float = Field(default=0.8, ge=0.0, le=2.0, validation_alias="GEMINI_TEMPERATURE")
+    instructions: str = Field(
+        default=(
+            "You are a friendly, concise voice assistant running on a private, self-hosted "
+            "appliance. Answer in one or two short spoken sentences. Use the tools for the "
+            "current time and for questions about the appliance."
+        ),
+        validation_alias="AGENT_INSTRUCTIONS",
+    )
+
+    # Call life cycle.
+    participant_timeout_s: float = Field(default=30.0, gt=0, validation_alias="AGENT_PARTICIPANT_TIMEOUT_S")
+    faq_path: Path = Field(default=DEFAULT_FAQ_PATH, validation_alias="AGENT_FAQ_PATH")
+
+    # Worker process.
+    health_host: str = Field(default="0.0.0.0", validation_alias="AGENT_HEALTH_HOST")
+    health_port: int = Field(default=8081, ge=0, le=65535, validation_alias="AGENT_HEALTH_PORT")
+    #: Concurrent calls one worker takes before LiveKit dispatches elsewhere. Load is counted in
+    #: calls, not CPU: the SFU shares the box, and its CPU bursts would close the worker to
+    #: new calls at random (livekit-agents' default load is system CPU, threshold 0.7).
+    max_calls: int = Field(default=8, ge=1, le=1000, validation_alias="AGENT_MAX_CALLS")
+    drain_timeout_s: int = Field(default=600, ge=0, validation_alias="AGENT_DRAIN_TIMEOUT_S")
+    log_level: str = Field(default="INFO", validation_alias="AGENT_LOG_LEVEL")
+    #: Written with the worker id once LiveKit has accepted the registration, removed at
+    #: start and at exit: a readiness probe (`GET /` answers OK before registration).
+    ready_file: Path | None = Field(default=None, validation_alias="AGENT_READY_FILE")
+
+    def missing_model_credentials(self) -> str | None:
+        """Say what is missing for Gemini, or None when credentials are configured.
+
+        Returns:
+            A one-line, human-readable description of the missing settings.
+        """
+        if self.use_vertexai:
+            if not self.google_cloud_project:
+                return "GOOGLE_GENAI_USE_VERTEXAI is set but GOOGLE_CLOUD_PROJECT is missing"
+            return None
+        if self.google_api_key is None or not self.google_api_key.get_secret_value():
+            return (
+                "no Gemini credentials: set GOOGLE_API_KEY (or GOOGLE_GENAI_USE_VERTEXAI=1 "
+                "with GOOGLE_CLOUD_PROJECT) in .env"
+            )
+        return None

@@ -1,0 +1,91 @@
+# Installs what the appliance needs, idempotently; sourced by scripts/run and scripts/test.
+# Everything heavy is cached outside the clone, keyed by version, under $CACHE_DIR:
+#   livekit-<version>/livekit-server   built with `go install` from the Go module proxy
+#   venv-<lock hash>/                   the Python environment from requirements.lock
+#   uv-<version>/                       the installer used to build that environment
+# apt packages are installed system-wide; npm packages come from ~/.npm's cache.
+
+set -euo pipefail
+
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
+CACHE_DIR="${APPLIANCE_CACHE_DIR:-$HOME/.cache/voice-appliance}"
+LIVEKIT_VERSION="v1.13.5"   # a tag whose go.mod has no replace directive, so `go install` works
+UV_VERSION="0.13.9"
+PYTHON="${APPLIANCE_PYTHON:-python3}"
+
+log() { printf '\033[1m[setup]\033[0m %s\n' "$*" >&2; }
+die() { printf 'setup: %s\n' "$*" >&2; exit 1; }
+
+as_root() {
+  if [ "$(id -u)" = 0 ]; then "$@"; else sudo "$@"; fi
+}
+
+# ensure_apt PKG...: install the Debian packages that are missing.
+ensure_apt() {
+  local missing=()
+  for pkg in "$@"; do
+    dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || missing+=("$pkg")
+  done
+  [ ${#missing[@]} -eq 0 ] && return 0
+  log "installing Debian packages: ${missing[*]}"
+  as_root apt-get update -q >/dev/null
+  as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends "${missing[@]}" >/dev/null \
+    || die "apt-get install ${missing[*]} failed"
+}
+
+# ensure_livekit: livekit-server on PATH (built once per version).
+ensure_livekit() {
+  local dir="$CACHE_DIR/livekit-$LIVEKIT_VERSION"
+  if [ ! -x "$dir/livekit-server" ]; then
+    command -v go >/dev/null || die "Go is needed to build livekit-server (https://go.dev/doc/install)"
+    log "building livekit-server $LIVEKIT_VERSION with go install (a few minutes, once)"
+    mkdir -p "$dir"
+    GOBIN="$dir" CGO_ENABLED=0 go install "github.com/livekit/livekit-server/cmd/server@$LIVEKIT_VERSION" \
+      || die "go install livekit-server failed"
+    mv "$dir/server" "$dir/livekit-server"
+  fi
+  export PATH="$dir:$PATH"
+}
+
+# ensure_venv: the Python environment from requirements.lock, activated on PATH.
+ensure_venv() {
+  local lock_hash uv_dir venv
+  lock_hash="$(sha256sum "$ROOT/requirements.lock" | cut -c1-12)"
+  venv="$CACHE_DIR/venv-$lock_hash"
+  uv_dir="$CACHE_DIR/uv-$UV_VERSION"
+  if [ ! -f "$venv/.complete" ]; then
+    if [ ! -x "$uv_dir/bin/uv" ]; then
+      log "installing uv $UV_VERSION"
+      "$PYTHON" -m venv "$uv_dir" && "$uv_dir/bin/pip" install -q "uv==$UV_VERSION" || die "could not install uv"
+    fi
+    log "creating the Python environment from requirements.lock"
+    rm -rf "$venv"
+    "$uv_dir/bin/uv" venv -q --python "$PYTHON" "$venv" || die "could not create $venv"
+    "$uv_dir/bin/uv" pip sync -q --python "$venv/bin/python" "$ROOT/requirements.lock" \
+      || die "could not install requirements.lock"
+    touch "$venv/.complete"
+  fi
+  export VIRTUAL_ENV="$venv"
+  export PATH="$venv/bin:$PATH"
+}
+
+# ensure_web: web/dist built from web/package-lock.json.
+ensure_web() {
+  command -v npm >/dev/null || die "Node.js and npm are needed to build the web client"
+  local stamp="$ROOT/web/node_modules/.lock-hash" lock_hash
+  lock_hash="$(sha256sum "$ROOT/web/package-lock.json" | cut -c1-12)"
+  if [ "$(cat "$stamp" 2>/dev/null)" != "$lock_hash" ]; then
+    log "installing web dependencies (npm ci)"
+    (cd "$ROOT/web" && npm ci --no-audit --no-fund --loglevel=error >/dev/null) || die "npm ci failed"
+    echo "$lock_hash" > "$stamp"
+  fi
+  (cd "$ROOT/web" && npm run -s build >/dev/null) || die "building the web client failed"
+}
+
+# The appliance's own runtime needs (native run).
+ensure_runtime() {
+  ensure_apt redis-server caddy ca-certificates
+  ensure_livekit
+  ensure_venv
+  ensure_web
+}

@@ -1,0 +1,273 @@
+"""The native appliance: its environment, its processes (the Procfile) and their health.
+
+`./scripts/run` calls `python scripts/stack.py run`, which supervises the Procfile's
+processes with honcho, waits until every service answers its health check, prints
+the URL to open and stops everything on Ctrl-C. The end-to-end tests build the same
+environment (with their own ports) and start the same Procfile commands.
+
+Precedence of settings: `.env.example` (defaults) < `.env` < the caller's environment
+< explicit overrides (tests).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import secrets
+import socket
+import sys
+import threading
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+import yaml
+
+ROOT = Path(__file__).resolve().parents[1]
+ENV_EXAMPLE = ROOT / ".env.example"
+PROCFILE = ROOT / "Procfile"
+LIVEKIT_CONFIG = ROOT / "livekit.yaml"
+#: Minimum LiveKit API secret length (livekit-server logs an error below it outside dev mode).
+MIN_SECRET_LENGTH = 32
+
+
+def parse_env_file(path: Path) -> dict[str, str]:
+    """Read `KEY=value` lines (comments and blank lines skipped, no interpolation).
+
+    Raises:
+        OSError: when the file cannot be read.
+    """
+    values: dict[str, str] = {}
+    for raw in path.read_text(encoding="utf-8").splitlines():
+        line = raw.strip()
+        if not line or line.startswith("#") or "=" not in line:
+            continue
+        key, value = line.split("=", 1)
+        values[key.strip()] = value.strip().strip("'\"")
+    return values
+
+
+def ensure_env_file(path: Path) -> bool:
+    """Create `.env` from `.env.example` with a fresh LiveKit API key and secret.
+
+    Never overwrites an existing file; fills an empty key or secret in one.
+
+    Returns:
+        True when the file was created or changed.
+    """
+    lines = (path if path.exists() else ENV_EXAMPLE).read_text(encoding="utf-8").splitlines()
+    generated = {
+        "LIVEKIT_API_KEY": "API" + secrets.token_hex(6),
+        "LIVEKIT_API_SECRET": secrets.token_urlsafe(36),
+    }
+    changed = not path.exists()
+    out = []
+    for line in lines:
+        key = line.split("=", 1)[0].strip()
+        if key in generated and line.strip() == f"{key}=":
+            line = f"{key}={generated[key]}"
+            changed = True
+        out.append(line)
+    if changed:
+        path.write_text("\n".join(out) + "\n", encoding="utf-8")
+        path.chmod(0o600)
+    return changed
+
+
+def livekit_http_port() -> int:
+    """The signalling/API port from livekit.yaml (`port`)."""
+    return int(yaml.safe_load(LIVEKIT_CONFIG.read_text(encoding="utf-8"))["port"])
+
+
+def build_env(
+    env_file: Path | None = ROOT / ".env",
+    overrides: Mapping[str, str] | None = None,
+    base: Mapping[str, str] | None = None,
+) -> dict[str, str]:
+    """The environment every process of the stack runs with.
+
+    Args:
+        env_file: the operator's `.env` (None or missing: defaults only).
+        overrides: values that win over everything (tests: ports, state dir, stand-in URL).
+        base: the inherited process environment (default `os.environ`).
+
+    Returns:
+        A complete environment, including derived values: `LIVEKIT_PORT`, `LIVEKIT_URL`
+        (the agent's registration URL), `LIVEKIT_KEYS` (livekit-server), `NODE_IP`,
+        `REDIS_HOST`, `PYTHONPATH`, `WEB_ROOT`, `STATE_DIR`.
+    """
+    inherited = dict(os.environ if base is None else base)
+    settings = parse_env_file(ENV_EXAMPLE)
+    if env_file is not None and env_file.exists():
+        settings.update(parse_env_file(env_file))
+    settings.update({k: inherited[k] for k in settings if k in inherited and inherited[k]})
+    settings.update(overrides or {})
+    env = {**inherited, **settings}
+
+    env.setdefault("LIVEKIT_PORT", str(livekit_http_port()))
+    env.setdefault("LIVEKIT_URL", f"ws://127.0.0.1:{env['LIVEKIT_PORT']}")
+    env["LIVEKIT_KEYS"] = f"{env.get('LIVEKIT_API_KEY', '')}: {env.get('LIVEKIT_API_SECRET', '')}"
+    env["NODE_IP"] = env.get("LIVEKIT_NODE_IP", "")
+    env["REDIS_HOST"] = f"127.0.0.1:{env['REDIS_PORT']}"
+    env.setdefault("STATE_DIR", str(ROOT / ".state"))
+    env.setdefault("WEB_ROOT", str(ROOT / "web" / "dist"))
+    env.setdefault("AGENT_READY_FILE", str(Path(env["STATE_DIR"]) / "agent.ready"))
+    env["PYTHONPATH"] = os.pathsep.join(
+        [str(ROOT / "agent"), str(ROOT / "token-server"), env.get("PYTHONPATH", "")]
+    ).rstrip(os.pathsep)
+    env["PYTHONUNBUFFERED"] = "1"
+    return env
+
+
+def check_env(env: Mapping[str, str]) -> list[str]:
+    """Problems that stop the stack from starting, one human-readable line each."""
+    problems = []
+    if not env.get("LIVEKIT_API_KEY"):
+        problems.append("LIVEKIT_API_KEY is empty")
+    secret = env.get("LIVEKIT_API_SECRET", "")
+    if len(secret) < MIN_SECRET_LENGTH or secret == "secret":
+        problems.append(f"LIVEKIT_API_SECRET must be at least {MIN_SECRET_LENGTH} random characters")
+    return problems
+
+
+def procfile_commands(path: Path = PROCFILE) -> dict[str, str]:
+    """The `name: command` lines of the Procfile, in order."""
+    commands: dict[str, str] = {}
+    for line in path.read_text(encoding="utf-8").splitlines():
+        if line.strip() and not line.lstrip().startswith("#") and ":" in line:
+            name, command = line.split(":", 1)
+            commands[name.strip()] = command.strip()
+    return commands
+
+
+# --- health -------------------------------------------------------------------------------
+
+
+def _http_ok(url: str) -> bool:
+    try:
+        with urllib.request.urlopen(url, timeout=2) as response:
+            return 200 <= response.status < 300
+    except (urllib.error.URLError, OSError):
+        return False
+
+
+def _redis_ok(port: int) -> bool:
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=2) as sock:
+            sock.sendall(b"PING\r\n")
+            return sock.recv(16).startswith(b"+PONG")
+    except OSError:
+        return False
+
+
+@dataclass(frozen=True)
+class HealthCheck:
+    """How to tell that one Procfile process is ready to serve."""
+
+    name: str
+    probe: Callable[[], bool]
+    describe: str
+
+
+def health_checks(env: Mapping[str, str]) -> dict[str, HealthCheck]:
+    """One check per Procfile process, keyed by process name."""
+    livekit = f"http://127.0.0.1:{env['LIVEKIT_PORT']}/"
+    token = f"http://127.0.0.1:{env['TOKEN_SERVER_PORT']}/healthz"
+    agent = f"http://127.0.0.1:{env['AGENT_HEALTH_PORT']}/"
+    web = f"http://127.0.0.1:{env['WEB_PORT']}/"
+    agent_ready = Path(env["AGENT_READY_FILE"])
+    redis_port = int(env["REDIS_PORT"])
+    return {
+        "redis": HealthCheck("redis", lambda: _redis_ok(redis_port), f"PING on 127.0.0.1:{redis_port}"),
+        "livekit": HealthCheck("livekit", lambda: _http_ok(livekit), f"GET {livekit}"),
+        "token-server": HealthCheck("token-server", lambda: _http_ok(token), f"GET {token}"),
+        "agent": HealthCheck(
+            "agent",
+            lambda: agent_ready.exists() and _http_ok(agent),
+            f"GET {agent} and {agent_ready} (registered with LiveKit)",
+        ),
+        "web": HealthCheck("web", lambda: _http_ok(web), f"GET {web}"),
+    }
+
+
+def wait_healthy(
+    checks: Mapping[str, HealthCheck],
+    timeout_s: float = 90.0,
+    should_stop: Callable[[], bool] = lambda: False,
+) -> list[str]:
+    """Poll every check until all pass or `timeout_s` (seconds) elapses.
+
+    Returns:
+        The names of the checks still failing (empty when all are healthy).
+    """
+    pending = dict(checks)
+    deadline = time.monotonic() + timeout_s
+    while pending and time.monotonic() < deadline and not should_stop():
+        for name in [n for n, check in pending.items() if check.probe()]:
+            del pending[name]
+        if pending:
+            time.sleep(0.25)
+    return list(pending)
+
+
+# --- run ----------------------------------------------------------------------------------
+
+
+def run(env_file: Path) -> int:
+    """Supervise the Procfile with honcho; announce the URL once every service is healthy."""
+    from honcho import manager as honcho_manager
+    from honcho.printer import Printer
+
+    ensure_env_file(env_file)
+    env = build_env(env_file)
+    problems = check_env(env)
+    if problems:
+        print(f"run: {env_file}: " + "; ".join(problems), file=sys.stderr)
+        return 2
+    Path(env["STATE_DIR"], "redis").mkdir(parents=True, exist_ok=True)
+    if not Path(env["WEB_ROOT"], "index.html").exists():
+        print(f"run: the web client is not built ({env['WEB_ROOT']}); run ./scripts/run again", file=sys.stderr)
+        return 2
+    if not env.get("GOOGLE_API_KEY") and not env.get("GOOGLE_GENAI_USE_VERTEXAI"):
+        print("run: no Gemini credentials (GOOGLE_API_KEY or Vertex AI) in .env: the agent will "
+              "join calls and say it is not configured", file=sys.stderr)
+
+    honcho_manager.KILL_WAIT = 15  # seconds: room for the agent to drain idle calls
+    manager = honcho_manager.Manager(Printer(sys.stdout))
+    for name, command in procfile_commands().items():
+        manager.add_process(name, command, env=env, cwd=str(ROOT))
+
+    def announce() -> None:
+        failing = wait_healthy(health_checks(env), should_stop=lambda: manager._terminating)
+        if manager._terminating:
+            return
+        if failing:
+            print(f"run: not healthy after 90 s: {', '.join(failing)}; stopping", file=sys.stderr, flush=True)
+            manager.terminate()
+            return
+        public = f"http://localhost:{env['WEB_PORT']}/"
+        print(f"\n  The appliance is up. Open {public} and press Connect. (Ctrl-C stops it.)\n", flush=True)
+
+    threading.Thread(target=announce, name="health", daemon=True).start()
+    manager.loop()
+    return manager.returncode or 0
+
+
+def main(argv: list[str]) -> int:
+    parser = argparse.ArgumentParser(prog="stack", description=__doc__.splitlines()[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+    run_p = sub.add_parser("run", help="run the appliance in the foreground")
+    run_p.add_argument("--env-file", type=Path, default=ROOT / ".env")
+    sub.add_parser("init-env", help="create .env with fresh LiveKit keys if missing")
+    args = parser.parse_args(argv)
+    if args.command == "init-env":
+        ensure_env_file(ROOT / ".env")
+        return 0
+    return run(args.env_file)
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

@@ -1,0 +1,88 @@
+"""Audio helpers for tests and benchmarks: real speech from espeak-ng, and level envelopes.
+
+Sample format everywhere: mono PCM16 (int16) in numpy arrays, with the sample rate in Hz
+passed alongside.
+"""
+
+from __future__ import annotations
+
+import functools
+import subprocess
+import wave
+from pathlib import Path
+
+import numpy as np
+
+
+@functools.lru_cache(maxsize=32)
+def synthesize(text: str, sample_rate: int, voice: str = "en-us", speed_wpm: int = 160) -> np.ndarray:
+    """Speak `text` with espeak-ng and resample it with sox.
+
+    Returns:
+        int16 mono samples at `sample_rate` Hz (read-only array, cached per arguments).
+
+    Raises:
+        subprocess.CalledProcessError: espeak-ng or sox failed (are they installed?).
+    """
+    wav = subprocess.run(
+        ["espeak-ng", "-v", voice, "-s", str(speed_wpm), "--stdout", text],
+        check=True,
+        capture_output=True,
+    ).stdout
+    raw = subprocess.run(
+        ["sox", "-t", "wav", "-", "-t", "raw", "-e", "signed-integer", "-b", "16", "-c", "1",
+         "-r", str(sample_rate), "-"],
+        input=wav,
+        check=True,
+        capture_output=True,
+    ).stdout
+    samples = np.frombuffer(raw, dtype=np.int16).copy()
+    samples.setflags(write=False)
+    return samples
+
+
+def write_wav(path: Path, samples: np.ndarray, sample_rate: int) -> Path:
+    """Write int16 mono samples as a PCM WAV file (Chromium's fake microphone reads these)."""
+    with wave.open(str(path), "wb") as out:
+        out.setnchannels(1)
+        out.setsampwidth(2)
+        out.setframerate(sample_rate)
+        out.writeframes(np.asarray(samples, dtype=np.int16).tobytes())
+    return path
+
+
+def rms_dbfs(samples: np.ndarray) -> float:
+    """Level of int16 samples in dBFS (-120 for digital silence)."""
+    if len(samples) == 0:
+        return -120.0
+    rms = float(np.sqrt(np.mean(np.square(samples.astype(np.float64)))))
+    return 20 * np.log10(max(rms, 1e-6) / 32768.0)
+
+
+def envelope(samples: np.ndarray, sample_rate: int, window_ms: int = 20) -> np.ndarray:
+    """RMS level per `window_ms` window (float64, linear), independent of the sample rate."""
+    size = sample_rate * window_ms // 1000
+    usable = len(samples) // size * size
+    frames = samples[:usable].astype(np.float64).reshape(-1, size)
+    return np.sqrt(np.mean(np.square(frames), axis=1))
+
+
+def best_envelope_match(sent: np.ndarray, received: np.ndarray) -> tuple[float, int]:
+    """Slide the `sent` envelope over the `received` one; Pearson correlation at the best lag.
+
+    Returns:
+        (correlation in [-1, 1], lag in windows at which it was found).
+    """
+    if len(received) < len(sent):
+        received = np.concatenate([received, np.zeros(len(sent) - len(received))])
+    a = (sent - sent.mean()) / (sent.std() or 1.0)
+    best, best_lag = -1.0, 0
+    for lag in range(len(received) - len(sent) + 1):
+        window = received[lag : lag + len(sent)]
+        std = window.std()
+        if std == 0:
+            continue
+        corr = float(np.mean(a * (window - window.mean()) / std))
+        if corr > best:
+            best, best_lag = corr, lag
+    return best, best_lag

@@ -1,0 +1,59 @@
+"""Fixtures that start real things: the Gemini Live stand-in and the native stack's processes.
+
+Logs of every process go to `artifacts/logs/` (kept by CI); a failing start shows the tail.
+"""
+
+from __future__ import annotations
+
+import shutil
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from scripts import stack
+from tests.e2e.harness import ProcessStack, isolated_overrides
+from tests.standins.gemini_live import GeminiLiveStandin, StandinConfig, ToolCallSpec
+
+ARTIFACTS = stack.ROOT / "artifacts"
+
+#: The tool call the stand-in makes on every spoken user turn (a tool the agent declares).
+TIME_TOOL_CALL = ToolCallSpec(name="get_current_time", args={"timezone": "Europe/Paris"})
+
+
+@pytest.fixture(scope="session")
+def artifacts() -> Path:
+    """A folder CI keeps: logs, screenshots."""
+    ARTIFACTS.mkdir(exist_ok=True)
+    return ARTIFACTS
+
+
+@pytest.fixture(scope="session")
+def standin(tmp_path_factory: pytest.TempPathFactory) -> Iterator[GeminiLiveStandin]:
+    """The Gemini Live stand-in, serving TLS on 127.0.0.1 for the whole session."""
+    server = GeminiLiveStandin(
+        StandinConfig(tool_call=TIME_TOOL_CALL), cert_dir=tmp_path_factory.mktemp("standin-certs")
+    )
+    server.start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="session")
+def native_stack(
+    standin: GeminiLiveStandin, tmp_path_factory: pytest.TempPathFactory, artifacts: Path
+) -> Iterator[ProcessStack]:
+    """Redis, livekit-server, token server, agent worker and front door, from the Procfile."""
+    for tool in ("redis-server", "livekit-server", "caddy", "gunicorn"):
+        if shutil.which(tool) is None:
+            pytest.fail(f"{tool} is not on PATH: run the tests with ./scripts/test")
+    overrides = isolated_overrides(
+        tmp_path_factory.mktemp("state"), standin.base_url, str(standin.ca_file)
+    )
+    env = stack.build_env(env_file=None, overrides=overrides)
+    processes = ProcessStack(env, artifacts / "logs")
+    try:
+        processes.start()
+        yield processes
+    finally:
+        processes.close()

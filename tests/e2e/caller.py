@@ -1,0 +1,207 @@
+"""A caller made of the LiveKit Python SDK: gets a token over HTTP, joins, talks and listens.
+
+It behaves like a browser tab: its microphone track sends audio continuously (silence
+between utterances, as a real microphone does, so the model's VAD can see speech end),
+it subscribes to the agent's audio and records every frame's level with its arrival time
+(`time.monotonic()`), and it collects the `lk.transcription` text streams.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+import urllib.error
+import urllib.request
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+from livekit import rtc
+
+from tests.audio import rms_dbfs
+
+#: Caller microphone format: what a browser's Opus track carries (48 kHz mono), 10 ms frames.
+MIC_SAMPLE_RATE = 48_000
+FRAME_MS = 10
+FRAME_SAMPLES = MIC_SAMPLE_RATE * FRAME_MS // 1000
+#: Agent audio above this level counts as sound (dBFS).
+AUDIBLE_DBFS = -45.0
+
+
+def request_token(token_url: str, body: dict[str, Any] | None = None) -> tuple[int, dict[str, Any]]:
+    """POST to the token endpoint; returns (HTTP status, JSON body) for successes and errors alike."""
+    request = urllib.request.Request(
+        token_url,
+        data=json.dumps(body or {}).encode(),
+        headers={"Content-Type": "application/json"},
+        method="POST",
+    )
+    try:
+        with urllib.request.urlopen(request, timeout=10) as response:
+            return response.status, json.loads(response.read())
+    except urllib.error.HTTPError as exc:
+        return exc.code, json.loads(exc.read() or b"{}")
+
+
+@dataclass
+class TranscriptEvent:
+    """One finished `lk.transcription` text stream as the caller received it."""
+
+    identity: str
+    segment_id: str
+    text: str
+    final: bool
+    received_at: float
+
+
+@dataclass
+class AgentAudio:
+    """The agent's audio as heard: (arrival time, dBFS) per frame, and the samples."""
+
+    levels: list[tuple[float, float]] = field(default_factory=list)
+    chunks: list[np.ndarray] = field(default_factory=list)
+
+    def first_audible_after(self, t: float) -> float | None:
+        """Arrival time of the first audible frame after monotonic time `t`, or None."""
+        return next((at for at, db in self.levels if at > t and db > AUDIBLE_DBFS), None)
+
+    def audible_seconds(self, frame_ms: float = FRAME_MS) -> float:
+        """How much audible agent audio arrived, in seconds."""
+        return sum(1 for _, db in self.levels if db > AUDIBLE_DBFS) * frame_ms / 1000
+
+
+class Caller:
+    """One participant in a call with the agent.
+
+    Use as `async with Caller(token_url) as caller:`; then `await caller.say(samples)`.
+    """
+
+    def __init__(self, token_url: str, name: str = "Test Caller") -> None:
+        self.token_url = token_url
+        self.name = name
+        self.room = rtc.Room()
+        self.token: dict[str, Any] = {}
+        self.transcripts: list[TranscriptEvent] = []
+        self.agent_audio = AgentAudio()
+        self.joined_at = 0.0
+        self.last_speech_sent_at = 0.0
+        self._speech: asyncio.Queue[np.ndarray] = asyncio.Queue()
+        self._speech_done: asyncio.Event = asyncio.Event()
+        self._tasks: list[asyncio.Task[None]] = []
+        self._source = rtc.AudioSource(MIC_SAMPLE_RATE, 1, queue_size_ms=100)
+
+    async def __aenter__(self) -> Caller:
+        status, body = await asyncio.to_thread(request_token, self.token_url, {"participant_name": self.name})
+        if status != 201:
+            raise RuntimeError(f"token endpoint answered {status}: {body}")
+        self.token = body
+        self.room.register_text_stream_handler("lk.transcription", self._on_transcription)
+        self.room.on("track_subscribed", self._on_track_subscribed)
+        await self.room.connect(body["server_url"], body["participant_token"])
+        self.joined_at = time.monotonic()
+        track = rtc.LocalAudioTrack.create_audio_track("microphone", self._source)
+        await self.room.local_participant.publish_track(
+            track, rtc.TrackPublishOptions(source=rtc.TrackSource.SOURCE_MICROPHONE)
+        )
+        self._tasks.append(asyncio.create_task(self._microphone()))
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        for task in self._tasks:
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        await self.room.disconnect()
+
+    @property
+    def identity(self) -> str:
+        """The identity the token server issued."""
+        return str(self.token["participant_identity"])
+
+    async def say(self, samples: np.ndarray) -> float:
+        """Speak `samples` (int16, 48 kHz) into the microphone in real time.
+
+        Returns:
+            Monotonic time at which the last speech frame was handed to WebRTC.
+        """
+        self._speech_done.clear()
+        await self._speech.put(samples)
+        await self._speech_done.wait()
+        return self.last_speech_sent_at
+
+    async def _microphone(self) -> None:
+        """Feed 10 ms frames at real-time pace: queued speech, else silence."""
+        silence = np.zeros(FRAME_SAMPLES, dtype=np.int16)
+        pending: np.ndarray | None = None
+        offset = 0
+        next_at = time.monotonic()
+        while True:
+            if pending is None and not self._speech.empty():
+                pending, offset = self._speech.get_nowait(), 0
+            if pending is not None:
+                chunk = pending[offset : offset + FRAME_SAMPLES]
+                chunk = np.pad(chunk, (0, FRAME_SAMPLES - len(chunk)))
+                offset += FRAME_SAMPLES
+            else:
+                chunk = silence
+            frame = rtc.AudioFrame(chunk.tobytes(), MIC_SAMPLE_RATE, 1, FRAME_SAMPLES)
+            await self._source.capture_frame(frame)
+            if pending is not None and offset >= len(pending):
+                self.last_speech_sent_at = time.monotonic()
+                pending = None
+                self._speech_done.set()
+            next_at += FRAME_MS / 1000
+            await asyncio.sleep(max(0.0, next_at - time.monotonic()))
+
+    def _on_track_subscribed(
+        self, track: rtc.Track, publication: rtc.RemoteTrackPublication, participant: rtc.RemoteParticipant
+    ) -> None:
+        if track.kind == rtc.TrackKind.KIND_AUDIO and participant.kind == rtc.ParticipantKind.PARTICIPANT_KIND_AGENT:
+            self._tasks.append(asyncio.create_task(self._listen(track)))
+
+    async def _listen(self, track: rtc.Track) -> None:
+        stream = rtc.AudioStream(track, sample_rate=MIC_SAMPLE_RATE, num_channels=1)
+        async for event in stream:
+            samples = np.frombuffer(event.frame.data, dtype=np.int16).copy()
+            self.agent_audio.levels.append((time.monotonic(), rms_dbfs(samples)))
+            self.agent_audio.chunks.append(samples)
+
+    def _on_transcription(self, reader: rtc.TextStreamReader, identity: str) -> None:
+        async def read() -> None:
+            text = await reader.read_all()
+            attributes = reader.info.attributes or {}
+            self.transcripts.append(
+                TranscriptEvent(
+                    identity=identity,
+                    segment_id=attributes.get("lk.segment_id", ""),
+                    text=text,
+                    final=attributes.get("lk.transcription_final") == "true",
+                    received_at=time.monotonic(),
+                )
+            )
+
+        self._tasks.append(asyncio.create_task(read()))
+
+    def agent_identity(self) -> str | None:
+        """Identity of the agent participant in the room, once it has joined."""
+        return next(
+            (p.identity for p in self.room.remote_participants.values()
+             if p.kind == rtc.ParticipantKind.PARTICIPANT_KIND_AGENT),
+            None,
+        )
+
+    def transcript_of(self, identity: str) -> list[TranscriptEvent]:
+        """Finished transcript streams whose speaker is `identity`."""
+        return [t for t in self.transcripts if t.identity == identity]
+
+    async def wait_until(self, predicate: Any, timeout_s: float, what: str) -> None:
+        """Poll `predicate()` every 50 ms.
+
+        Raises:
+            AssertionError: naming `what`, when it is still false after `timeout_s` seconds.
+        """
+        deadline = time.monotonic() + timeout_s
+        while not predicate():
+            if time.monotonic() > deadline:
+                raise AssertionError(f"timed out after {timeout_s:.0f} s waiting for {what}")
+            await asyncio.sleep(0.05)

@@ -1,0 +1,160 @@
+"""Starts the native stack's real processes for tests and benchmarks.
+
+The commands are the Procfile's and the environment is `scripts/stack.py`'s, with
+test overrides: free ports, a throw-away state directory, fresh LiveKit keys and the
+Gemini Live stand-in as the model endpoint. Each process logs to its own file under
+`log_dir`, so a failing test can show what the service said.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+import signal
+import socket
+import subprocess
+import time
+from collections.abc import Iterable, Mapping
+from pathlib import Path
+
+from scripts import stack
+
+#: Start order: dependencies first.
+SERVICES = ("redis", "livekit", "token-server", "agent", "web")
+
+
+def free_port() -> int:
+    """A TCP port that is free on 127.0.0.1 right now."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def isolated_overrides(state_dir: Path, model_base_url: str, model_ca_file: str) -> dict[str, str]:
+    """Environment overrides that isolate a test stack from anything else on the machine."""
+    return {
+        "LIVEKIT_API_KEY": "APItest" + secrets.token_hex(4),
+        "LIVEKIT_API_SECRET": secrets.token_urlsafe(36),
+        "LIVEKIT_NODE_IP": "127.0.0.1",
+        "LIVEKIT_PUBLIC_URL": "",
+        "LIVEKIT_PORT": str(free_port()),
+        "LIVEKIT_RTC_TCP_PORT": str(free_port()),
+        "REDIS_PORT": str(free_port()),
+        "TOKEN_SERVER_PORT": str(free_port()),
+        "WEB_PORT": str(free_port()),
+        "AGENT_HEALTH_PORT": str(free_port()),
+        "STATE_DIR": str(state_dir),
+        "GOOGLE_API_KEY": "stand-in-key",
+        "GEMINI_BASE_URL": model_base_url,
+        "GEMINI_CA_FILE": model_ca_file,
+    }
+
+
+class ProcessStack:
+    """The Procfile's processes, started and stopped one by one.
+
+    Args:
+        env: the complete environment (see `scripts.stack.build_env`).
+        log_dir: one `<name>.log` per process is written there.
+    """
+
+    def __init__(self, env: Mapping[str, str], log_dir: Path) -> None:
+        self.env = dict(env)
+        self.log_dir = log_dir
+        self.commands = stack.procfile_commands()
+        self.checks = stack.health_checks(self.env)
+        self.processes: dict[str, subprocess.Popen[bytes]] = {}
+        log_dir.mkdir(parents=True, exist_ok=True)
+        Path(self.env["STATE_DIR"], "redis").mkdir(parents=True, exist_ok=True)
+
+    @property
+    def web_url(self) -> str:
+        """The front door, where the page and `/api/token` are served."""
+        return f"http://127.0.0.1:{self.env['WEB_PORT']}"
+
+    @property
+    def token_url(self) -> str:
+        """The token endpoint through the front door."""
+        return f"{self.web_url}/api/token"
+
+    def start(self, names: Iterable[str] = SERVICES, timeout_s: float = 90.0) -> None:
+        """Start processes in order and wait until each is healthy.
+
+        Raises:
+            RuntimeError: a process exited or stayed unhealthy; the message has its log tail.
+        """
+        for name in names:
+            log = open(self.log_dir / f"{name}.log", "ab")  # noqa: SIM115 - owned by the process
+            self.processes[name] = subprocess.Popen(
+                self.commands[name],
+                shell=True,
+                cwd=stack.ROOT,
+                env=self.env,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
+            log.close()
+            self.wait_healthy([name], timeout_s)
+
+    def wait_healthy(self, names: Iterable[str], timeout_s: float = 90.0) -> None:
+        """Wait for the named processes' health checks.
+
+        Raises:
+            RuntimeError: a process exited or did not become healthy within `timeout_s` seconds.
+        """
+        names = list(names)
+        failing = stack.wait_healthy(
+            {n: self.checks[n] for n in names},
+            timeout_s,
+            should_stop=lambda: any(self.processes[n].poll() is not None for n in names),
+        )
+        dead = [n for n in names if self.processes[n].poll() is not None]
+        if failing or dead:
+            details = "\n".join(f"--- {n}.log ---\n{self.log_tail(n)}" for n in set(failing) | set(dead))
+            raise RuntimeError(f"not healthy: {failing or dead}\n{details}")
+
+    def signal(self, name: str, sig: int) -> None:
+        """Send `sig` to the process group of `name` (the shell and the service)."""
+        os.killpg(self.processes[name].pid, sig)
+
+    def stop(self, name: str, timeout_s: float = 20.0) -> int | None:
+        """SIGTERM, then SIGKILL after `timeout_s` seconds; returns the exit code."""
+        process = self.processes.get(name)
+        if process is None or process.poll() is not None:
+            return None if process is None else process.returncode
+        try:
+            self.signal(name, signal.SIGTERM)
+            return process.wait(timeout_s)
+        except subprocess.TimeoutExpired:
+            self.signal(name, signal.SIGKILL)
+            return process.wait(5)
+        except ProcessLookupError:
+            return process.wait(5)
+
+    def restart(self, name: str, timeout_s: float = 90.0) -> None:
+        """Stop `name` and start it again, waiting for its health check."""
+        self.stop(name)
+        self.start([name], timeout_s)
+
+    def close(self) -> None:
+        """Stop every process, last started first."""
+        for name in reversed(list(self.processes)):
+            self.stop(name)
+
+    def log_tail(self, name: str, lines: int = 40) -> str:
+        """The last `lines` lines of a process's log."""
+        path = self.log_dir / f"{name}.log"
+        if not path.exists():
+            return "(no log)"
+        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
+
+    def wait_for_log(self, name: str, needle: str, timeout_s: float = 10.0) -> bool:
+        """Wait until `needle` appears in a process's log."""
+        deadline = time.monotonic() + timeout_s
+        path = self.log_dir / f"{name}.log"
+        while time.monotonic() < deadline:
+            if path.exists() and needle in path.read_text(errors="replace"):
+                return True
+            time.sleep(0.2)
+        return False

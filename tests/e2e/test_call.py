@@ -1,0 +1,110 @@
+"""A whole call over real connections: token over HTTP, LiveKit SFU, agent worker, Gemini Live stand-in.
+
+The caller is the LiveKit Python SDK (WebRTC, Opus at 48 kHz) talking to a real
+livekit-server; the agent worker is the production code, pointed at the stand-in
+through its base-URL setting. Nothing in the path is mocked.
+"""
+
+from __future__ import annotations
+
+import time
+
+import numpy as np
+import pytest
+
+from tests.audio import best_envelope_match, envelope, synthesize
+from tests.conftest import TIME_TOOL_CALL
+from tests.e2e.caller import MIC_SAMPLE_RATE, Caller
+from tests.e2e.harness import ProcessStack
+from tests.standins.gemini_live import INPUT_SAMPLE_RATE, GeminiLiveStandin, SessionRecord
+
+pytestmark = pytest.mark.e2e
+
+UTTERANCE = "What time is it in Paris right now?"
+
+
+def session_for(standin: GeminiLiveStandin, after: float) -> SessionRecord:
+    """The stand-in session the agent opened for a call that joined at monotonic time `after`."""
+    sessions = standin.wait_for(
+        lambda all_: [s for s in all_ if s.connected_at >= after and s.setup is not None], timeout=20
+    )
+    return [s for s in sessions if s.connected_at >= after and s.setup is not None][0]
+
+
+async def test_a_call_greets_listens_calls_a_tool_and_answers(
+    native_stack: ProcessStack, standin: GeminiLiveStandin
+) -> None:
+    speech = synthesize(UTTERANCE, MIC_SAMPLE_RATE)
+    started = time.monotonic()
+    async with Caller(native_stack.token_url, name="Ada") as caller:
+        agent_identity = caller.agent_identity
+
+        # The agent joins by itself (dispatched by the token) and greets first.
+        await caller.wait_until(lambda: caller.agent_audio.audible_seconds() > 0.5, 30, "the greeting's audio")
+        session = session_for(standin, started)
+        assert "get_current_time" in session.setup.function_names
+        assert "lookup_faq" in session.setup.function_names
+        greeting = session.turns[0]
+        assert greeting.kind == "text" and "Ada" in greeting.text, "greeting not personalised"
+        await caller.wait_until(
+            lambda: any("Hello" in t.text for t in caller.transcript_of(agent_identity() or "")),
+            10,
+            "the greeting in the transcript",
+        )
+        # Let the greeting finish playing before speaking.
+        standin.wait_for(lambda s: [x for x in s if x.session_id == session.session_id and x.turns[0].turn_complete_at], 20)
+
+        audio_before = len(caller.agent_audio.levels)
+        spoke_until = await caller.say(speech)
+
+        # The stand-in's VAD saw one spoken turn; the tool call made the round trip.
+        def answered(all_: list[SessionRecord]) -> bool:
+            s = next(x for x in all_ if x.session_id == session.session_id)
+            return any(t.kind == "audio" and t.first_audio_at for t in s.turns)
+
+        standin.wait_for(answered, timeout=30)
+        await caller.wait_until(
+            lambda: caller.agent_audio.first_audible_after(spoke_until) is not None, 15, "the answer's audio"
+        )
+        await caller.wait_until(
+            lambda: any("Europe/Paris" in t.text for t in caller.transcript_of(agent_identity() or "")),
+            15,
+            "the answer in the transcript",
+        )
+        await caller.wait_until(
+            lambda: any(t.final and "speech" in t.text for t in caller.transcript_of(caller.identity)),
+            15,
+            "the caller's own speech in the transcript",
+        )
+
+    session = next(s for s in standin.sessions if s.session_id == session.session_id)
+    assert not session.errors, session.errors
+
+    # 1. The model received the caller's speech as 16 kHz PCM16 with the same energy envelope.
+    audio_frames = session.messages_of("realtime_input.audio")
+    assert audio_frames and all(
+        m.message.realtime_input.audio.mime_type == f"audio/pcm;rate={INPUT_SAMPLE_RATE}" for m in audio_frames
+    )
+    received = np.frombuffer(bytes(session.input_audio), dtype=np.int16)
+    correlation, _ = best_envelope_match(
+        envelope(speech, MIC_SAMPLE_RATE), envelope(received, INPUT_SAMPLE_RATE)
+    )
+    assert correlation > 0.9, f"speech envelope correlation {correlation:.2f}"
+    audio_turns = [t for t in session.turns if t.kind == "audio"]
+    assert len(audio_turns) == 1, [t.text for t in session.turns]
+    spoken_s = len(speech) / MIC_SAMPLE_RATE
+    assert abs(audio_turns[0].speech_end_ms - audio_turns[0].speech_start_ms - spoken_s * 1000) < 600
+
+    # 2. A tool call made the round trip: issued by the model, run by the agent, answered by id.
+    [call] = session.tool_calls
+    assert (call.name, call.args) == (TIME_TOOL_CALL.name, TIME_TOOL_CALL.args)
+    assert call.error is None and call.response is not None
+    assert "Europe/Paris" in str(call.response)
+    assert [r.id for r in session.tool_responses if r.matched] == [call.id]
+
+    # 3. The caller heard the agent: the greeting, then the answer after it spoke.
+    assert caller.agent_audio.audible_seconds() > 2.0
+    assert any(db > -45 for _, db in caller.agent_audio.levels[audio_before:])
+
+    # 4. Transcripts arrived as text streams for both sides.
+    assert any(t.final for t in caller.transcript_of(caller.identity))
