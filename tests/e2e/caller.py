@@ -86,6 +86,7 @@ class Caller:
         self.agent_audio = AgentAudio()
         self.joined_at = 0.0
         self.last_speech_sent_at = 0.0
+        self._speech_dbfs = -40.0
         self._speech: asyncio.Queue[np.ndarray] = asyncio.Queue()
         self._speech_done: asyncio.Event = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []
@@ -118,12 +119,17 @@ class Caller:
         """The identity the token server issued."""
         return str(self.token["participant_identity"])
 
-    async def say(self, samples: np.ndarray) -> float:
+    async def say(self, samples: np.ndarray, speech_dbfs: float = -40.0) -> float:
         """Speak `samples` (int16, 48 kHz) into the microphone in real time.
 
+        Args:
+            samples: the utterance; trailing quiet frames are sent too.
+            speech_dbfs: a 10 ms frame louder than this counts as speech (dBFS).
+
         Returns:
-            Monotonic time at which the last speech frame was handed to WebRTC.
+            Monotonic time at which the utterance's last speech frame was handed to WebRTC.
         """
+        self._speech_dbfs = speech_dbfs
         self._speech_done.clear()
         await self._speech.put(samples)
         await self._speech_done.wait()
@@ -146,8 +152,9 @@ class Caller:
                 chunk = silence
             frame = rtc.AudioFrame(chunk.tobytes(), MIC_SAMPLE_RATE, 1, FRAME_SAMPLES)
             await self._source.capture_frame(frame)
-            if pending is not None and offset >= len(pending):
+            if pending is not None and rms_dbfs(chunk) > self._speech_dbfs:
                 self.last_speech_sent_at = time.monotonic()
+            if pending is not None and offset >= len(pending):
                 pending = None
                 self._speech_done.set()
             next_at += FRAME_MS / 1000

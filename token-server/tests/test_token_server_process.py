@@ -1,0 +1,112 @@
+"""The real process: refusal at start-up (plain Python and gunicorn) and serving under
+gunicorn."""
+
+from __future__ import annotations
+
+import json
+import queue
+import re
+import subprocess
+import sys
+import threading
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+from tokenserver_testing import API_SECRET, subprocess_env
+
+GOOD_ENV = {"LIVEKIT_API_KEY": "APIkey", "LIVEKIT_API_SECRET": API_SECRET, "AGENT_NAME": "agent-x"}
+
+BAD_ENVS = [
+    pytest.param({"LIVEKIT_API_KEY": "APIkey", "AGENT_NAME": "a"}, "LIVEKIT_API_SECRET is not set", id="missing"),
+    pytest.param({**GOOD_ENV, "LIVEKIT_API_SECRET": "secret"}, "LIVEKIT_API_SECRET is LiveKit's dev default", id="dev"),
+    pytest.param({**GOOD_ENV, "LIVEKIT_API_SECRET": "short-secret-xyz"}, "at least 32 characters", id="short"),
+    pytest.param({"LIVEKIT_API_KEY": "APIkey", "LIVEKIT_API_SECRET": API_SECRET}, "AGENT_NAME is not set", id="no-agent"),
+]
+
+
+@pytest.mark.parametrize(("env", "words"), BAD_ENVS)
+def test_create_app_refuses_bad_environment(tmp_path: Path, env: dict[str, str], words: str) -> None:
+    result = subprocess.run(
+        [sys.executable, "-c", "from token_server import create_app; create_app()"],
+        env=subprocess_env(**env), cwd=tmp_path, capture_output=True, text=True, timeout=60,
+    )
+    assert result.returncode == 4
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1, result.stderr
+    assert lines[0].startswith("token-server: configuration refused: ")
+    assert words in lines[0]
+    assert "Traceback" not in result.stderr
+    assert "short-secret-xyz" not in result.stderr
+
+
+def gunicorn(tmp_path: Path, env: dict[str, str]) -> subprocess.Popen[str]:
+    return subprocess.Popen(
+        [sys.executable, "-m", "gunicorn", "--bind", "127.0.0.1:0", "--workers", "1",
+         "--graceful-timeout", "2", "--no-control-socket", "token_server:create_app()"],
+        env=subprocess_env(**env), cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+    )
+
+
+@pytest.mark.parametrize(("env", "words"), BAD_ENVS[1:3])
+def test_gunicorn_exits_with_one_clear_line(tmp_path: Path, env: dict[str, str], words: str) -> None:
+    process = gunicorn(tmp_path, env)
+    try:
+        output, _ = process.communicate(timeout=60)
+    finally:
+        if process.poll() is None:
+            process.kill()
+    assert process.returncode == 4, output
+    assert "Traceback" not in output
+    ours = [line for line in output.splitlines() if line.startswith("token-server: configuration refused: ")]
+    assert len(ours) == 1, output
+    assert words in ours[0]
+    assert "App failed to load" in output
+
+
+def test_gunicorn_serves_the_app(tmp_path: Path) -> None:
+    process = gunicorn(tmp_path, GOOD_ENV)
+    lines: queue.Queue[str] = queue.Queue()
+    assert process.stdout is not None
+    threading.Thread(target=lambda: [lines.put(line) for line in process.stdout], daemon=True).start()  # type: ignore[union-attr]
+    try:
+        port = None
+        deadline = time.monotonic() + 30
+        while port is None and time.monotonic() < deadline:
+            try:
+                line = lines.get(timeout=1)
+            except queue.Empty:
+                assert process.poll() is None, "gunicorn exited"
+                continue
+            found = re.search(r"Listening at: http://127\.0\.0\.1:(\d+)", line)
+            port = int(found.group(1)) if found else None
+        assert port, "gunicorn did not report its port"
+        base = f"http://127.0.0.1:{port}"
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                with urllib.request.urlopen(f"{base}/healthz", timeout=5) as response:
+                    assert json.load(response) == {"status": "ok"}
+                break
+            except OSError:
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(0.2)
+        request = urllib.request.Request(
+            f"{base}/api/token", data=b"{}", method="POST",
+            headers={"Content-Type": "application/json", "X-Forwarded-Proto": "https"},
+        )
+        with urllib.request.urlopen(request, timeout=5) as response:
+            assert response.status == 201
+            body = json.load(response)
+        assert body["server_url"] == f"wss://127.0.0.1:{port}"
+        assert body["room_name"].startswith("room-")
+    finally:
+        process.terminate()
+        try:
+            process.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()

@@ -1,0 +1,65 @@
+"""Shared test helpers for the token server (uniquely named so it never clashes with
+other test folders on sys.path)."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from token_server import Settings
+
+#: The folder holding the `token_server` package (for subprocess PYTHONPATH).
+PACKAGE_ROOT = Path(__file__).resolve().parent.parent
+
+API_KEY = "APItestkey"
+API_SECRET = "test-secret-0123456789abcdefghijklmnopqrstuvwxyz"
+AGENT_NAME = "test-agent"
+
+#: Environment variables the server reads; cleared for subprocesses.
+SERVER_ENV = (
+    "LIVEKIT_API_KEY",
+    "LIVEKIT_API_SECRET",
+    "LIVEKIT_PUBLIC_URL",
+    "AGENT_NAME",
+    "TOKEN_TTL_SECONDS",
+    "ROOM_EMPTY_TIMEOUT_SECONDS",
+    "ROOM_DEPARTURE_TIMEOUT_SECONDS",
+    "ROOM_MAX_PARTICIPANTS",
+    "PARTICIPANT_IDENTITY_MAX_LENGTH",
+    "PARTICIPANT_NAME_MAX_LENGTH",
+    "PARTICIPANT_METADATA_MAX_BYTES",
+    "PARTICIPANT_ATTRIBUTES_MAX_ITEMS",
+    "TOKEN_MAX_REQUEST_BYTES",
+    "LOG_LEVEL",
+)
+
+
+def make_settings(**overrides: object) -> Settings:
+    """A `Settings` with test credentials and every tunable given explicitly."""
+    values: dict[str, object] = {
+        "livekit_api_key": API_KEY,
+        "livekit_api_secret": API_SECRET,
+        "livekit_public_url": "",
+        "agent_name": AGENT_NAME,
+        "token_ttl_seconds": 600,
+        "room_empty_timeout_seconds": 60,
+        "room_departure_timeout_seconds": 20,
+        "room_max_participants": 3,
+        "participant_identity_max_length": 64,
+        "participant_name_max_length": 64,
+        "participant_metadata_max_bytes": 512,
+        "participant_attributes_max_items": 8,
+        "token_max_request_bytes": 8192,
+        "log_level": "INFO",
+    }
+    values.update(overrides)
+    return Settings(**values)  # type: ignore[arg-type]
+
+
+def subprocess_env(**values: str) -> dict[str, str]:
+    """The current environment without the server's variables, plus `values` and a
+    PYTHONPATH that finds the package."""
+    env = {key: value for key, value in os.environ.items() if key not in SERVER_ENV}
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(PACKAGE_ROOT), env.get("PYTHONPATH")]))
+    env.update(values)
+    return env

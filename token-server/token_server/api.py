@@ -1,0 +1,160 @@
+"""The HTTP API: ``POST /api/token`` (LiveKit's standard token endpoint) and
+``GET /api/openapi.yaml``."""
+
+from __future__ import annotations
+
+import json
+import re
+from importlib import resources
+from typing import Any
+
+import structlog
+from flask import Blueprint, Flask, Request, Response, current_app, jsonify, request
+from pydantic import ValidationError
+
+from .errors import ApiError
+from .metrics import get_metrics
+from .schemas import (
+    SERVER_CHOSEN_FIELDS,
+    RequestLimits,
+    TokenRequest,
+    describe_request_error,
+    server_chosen_fields,
+)
+from .settings import Settings
+from .tokens import mint_token
+
+log = structlog.get_logger("token_server")
+
+bp = Blueprint("api", __name__, url_prefix="/api")
+
+_SETTINGS = "token_server.settings"
+_HOST = re.compile(r"^(?:[A-Za-z0-9.-]+|\[[0-9A-Fa-f:.]+\])(?::[0-9]{1,5})?$")
+
+
+def init_app(app: Flask, settings: Settings) -> None:
+    """Attach `settings` and register the API blueprint on `app`."""
+    app.extensions[_SETTINGS] = settings
+    app.config["MAX_CONTENT_LENGTH"] = settings.token_max_request_bytes
+    app.register_blueprint(bp)
+
+
+def _settings() -> Settings:
+    settings: Settings = current_app.extensions[_SETTINGS]
+    return settings
+
+
+def server_url_for(settings: Settings, req: Request) -> str:
+    """The ``server_url`` for this request.
+
+    `LIVEKIT_PUBLIC_URL` when set; otherwise ``wss://`` (``ws://``) + the request's
+    Host, choosing by ``X-Forwarded-Proto`` (first value) or the request's scheme.
+
+    Raises:
+        ApiError: 400 ``invalid_host`` when the Host header is not a host[:port].
+    """
+    if settings.livekit_public_url:
+        return settings.livekit_public_url
+    forwarded = req.headers.get("X-Forwarded-Proto", "").split(",")[0].strip().lower()
+    scheme = forwarded if forwarded in {"http", "https"} else req.scheme
+    host = req.host
+    if not _HOST.match(host):
+        raise ApiError(400, "invalid_host", "Host header is not a valid host[:port]")
+    return ("wss://" if scheme == "https" else "ws://") + host
+
+
+def _refuse_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    result: dict[str, Any] = {}
+    for key, value in pairs:
+        if key in result:
+            raise ApiError(400, "malformed_json", f"duplicate key {key!r} in JSON object")
+        result[key] = value
+    return result
+
+
+def read_json_object(req: Request) -> dict[str, Any]:
+    """The request body as a JSON object; an empty body counts as ``{}``.
+
+    Raises:
+        ApiError: 415 ``unsupported_media_type`` unless Content-Type is application/json;
+            400 ``malformed_json`` for unparsable JSON (or duplicate keys);
+            400 ``invalid_body`` when the JSON is not an object.
+        werkzeug.exceptions.RequestEntityTooLarge: body over ``MAX_CONTENT_LENGTH`` (413).
+    """
+    if req.mimetype != "application/json":
+        raise ApiError(415, "unsupported_media_type", "Content-Type must be application/json")
+    raw = req.get_data(cache=False)
+    if not raw.strip():
+        return {}
+    try:
+        data = json.loads(raw, object_pairs_hook=_refuse_duplicates)
+    except (ValueError, RecursionError):
+        raise ApiError(400, "malformed_json", "request body is not valid JSON") from None
+    if not isinstance(data, dict):
+        raise ApiError(400, "invalid_body", "request body must be a JSON object")
+    return data
+
+
+def parse_token_request(data: dict[str, Any], limits: RequestLimits) -> TokenRequest:
+    """Validate a request body.
+
+    Raises:
+        ApiError: 403 ``field_not_allowed`` for ``room_name`` / ``room_config``;
+            422 ``validation_error`` (one message naming every bad field) otherwise.
+    """
+    refused = server_chosen_fields(data)
+    if refused:
+        raise ApiError(
+            403,
+            "field_not_allowed",
+            f"{', '.join(refused)}: chosen by the server; a client may not set "
+            f"{'it' if len(refused) == 1 else 'them'}",
+        )
+    body = {key: value for key, value in data.items() if key not in SERVER_CHOSEN_FIELDS}
+    try:
+        return TokenRequest.model_validate(body, context={"limits": limits})
+    except ValidationError as error:
+        raise ApiError(422, "validation_error", describe_request_error(error)) from None
+
+
+@bp.post("/token")
+def issue_token() -> tuple[Response, int]:
+    """Mint a join token for a fresh room with the agent dispatched.
+
+    201 ``{"server_url", "participant_token", "room_name", "participant_identity"
+    [, "participant_name"]}``; errors as in `errors`.
+    """
+    settings = _settings()
+    token_request = parse_token_request(read_json_object(request), RequestLimits.from_settings(settings))
+    server_url = server_url_for(settings, request)
+    issued = mint_token(settings, token_request)
+
+    metrics = get_metrics(current_app)
+    if metrics is not None:
+        metrics.tokens_issued.inc()
+    log.info(
+        "token_issued",
+        room=issued.room_name,
+        identity=issued.participant_identity,
+        agent_name=settings.agent_name,
+        ttl_s=settings.token_ttl_seconds,
+    )
+
+    body: dict[str, str] = {
+        "server_url": server_url,
+        "participant_token": issued.token,
+        "room_name": issued.room_name,
+        "participant_identity": issued.participant_identity,
+    }
+    if issued.participant_name is not None:
+        body["participant_name"] = issued.participant_name
+    response = jsonify(body)
+    response.headers["Cache-Control"] = "no-store"
+    return response, 201
+
+
+@bp.get("/openapi.yaml")
+def openapi() -> Response:
+    """The OpenAPI 3.1 description of this API (``application/yaml``)."""
+    spec = resources.files("token_server").joinpath("openapi.yaml").read_bytes()
+    return Response(spec, mimetype="application/yaml")

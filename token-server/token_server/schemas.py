@@ -1,0 +1,171 @@
+"""The token request body: a pydantic model and its error messages.
+
+Limits come from `Settings` through the validation context (`RequestLimits`), so one
+model serves every configuration.
+"""
+
+from __future__ import annotations
+
+import re
+import unicodedata
+from dataclasses import dataclass
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, ValidationError, ValidationInfo, field_validator
+from pydantic_core import PydanticCustomError
+
+from .settings import Settings
+
+#: Characters allowed in a caller-chosen identity (length is a setting, default 64).
+IDENTITY_PATTERN = re.compile(r"^[A-Za-z0-9_.-]+$")
+#: Identities the agent workers use; a caller may not take them.
+RESERVED_IDENTITY_PREFIX = "agent-"
+#: Attribute keys LiveKit and livekit-agents reserve (`lk.agent.state`, ...).
+RESERVED_ATTRIBUTE_PREFIX = "lk."
+ATTRIBUTE_KEY_MAX_LENGTH = 64
+ATTRIBUTE_VALUE_MAX_LENGTH = 256
+#: Fields of LiveKit's standard request that only the server may choose.
+SERVER_CHOSEN_FIELDS = ("room_name", "room_config")
+
+
+@dataclass(frozen=True)
+class RequestLimits:
+    """Size limits for one request (lengths in characters, metadata in UTF-8 bytes)."""
+
+    identity_max_length: int = 64
+    name_max_length: int = 64
+    metadata_max_bytes: int = 512
+    attributes_max_items: int = 8
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> RequestLimits:
+        """The limits configured in `settings`."""
+        return cls(
+            identity_max_length=settings.participant_identity_max_length,
+            name_max_length=settings.participant_name_max_length,
+            metadata_max_bytes=settings.participant_metadata_max_bytes,
+            attributes_max_items=settings.participant_attributes_max_items,
+        )
+
+
+def _limits(info: ValidationInfo) -> RequestLimits:
+    context = info.context or {}
+    limits = context.get("limits")
+    return limits if isinstance(limits, RequestLimits) else RequestLimits()
+
+
+def _invalid(message: str) -> PydanticCustomError:
+    return PydanticCustomError("invalid_value", message)
+
+
+def _has_control_characters(text: str) -> bool:
+    return any(unicodedata.category(ch) in {"Cc", "Zl", "Zp"} for ch in text)
+
+
+class TokenRequest(BaseModel):
+    """Body of ``POST /api/token``: LiveKit's standard token request, minus the fields
+    the server chooses (`room_name`, `room_config`, refused before this model runs).
+
+    Every field is optional; JSON ``null`` counts as absent. Validate with
+    ``TokenRequest.model_validate(data, context={"limits": RequestLimits(...)})``.
+
+    Raises:
+        pydantic.ValidationError: unknown field, wrong type, or a value out of its limits;
+            `describe_request_error` turns it into one message.
+    """
+
+    model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
+
+    #: Caller's identity: letters, digits, ``_ . -``; not starting with ``agent-``.
+    participant_identity: str | None = None
+    #: Display name: non-blank, no control characters.
+    participant_name: str | None = None
+    #: Opaque participant metadata (UTF-8 bytes limited).
+    participant_metadata: str | None = None
+    #: Participant attributes, string to string; ``lk.`` keys are reserved.
+    participant_attributes: dict[str, str] | None = None
+
+    @field_validator("participant_identity")
+    @classmethod
+    def _identity(cls, value: str | None, info: ValidationInfo) -> str | None:
+        if value is None:
+            return None
+        limit = _limits(info).identity_max_length
+        if not 1 <= len(value) <= limit:
+            raise _invalid(f"must be 1-{limit} characters long")
+        if not IDENTITY_PATTERN.match(value):
+            raise _invalid("may contain only letters, digits, '_', '.' and '-'")
+        if value.lower().startswith(RESERVED_IDENTITY_PREFIX):
+            raise _invalid(f"may not start with '{RESERVED_IDENTITY_PREFIX}' (reserved for agents)")
+        return value
+
+    @field_validator("participant_name")
+    @classmethod
+    def _name(cls, value: str | None, info: ValidationInfo) -> str | None:
+        if value is None:
+            return None
+        limit = _limits(info).name_max_length
+        if not value.strip():
+            raise _invalid("must not be blank")
+        if len(value) > limit:
+            raise _invalid(f"must be at most {limit} characters long")
+        if _has_control_characters(value):
+            raise _invalid("must not contain control characters or line breaks")
+        return value
+
+    @field_validator("participant_metadata")
+    @classmethod
+    def _metadata(cls, value: str | None, info: ValidationInfo) -> str | None:
+        if value is None:
+            return None
+        limit = _limits(info).metadata_max_bytes
+        if len(value.encode("utf-8", "surrogatepass")) > limit:
+            raise _invalid(f"must be at most {limit} bytes (UTF-8)")
+        return value
+
+    @field_validator("participant_attributes")
+    @classmethod
+    def _attributes(cls, value: dict[str, str] | None, info: ValidationInfo) -> dict[str, str] | None:
+        if value is None:
+            return None
+        limit = _limits(info).attributes_max_items
+        if len(value) > limit:
+            raise _invalid(f"must have at most {limit} entries")
+        for key, item in value.items():
+            if not 1 <= len(key) <= ATTRIBUTE_KEY_MAX_LENGTH or _has_control_characters(key):
+                raise _invalid(
+                    f"keys must be 1-{ATTRIBUTE_KEY_MAX_LENGTH} characters without control characters"
+                )
+            if key.startswith(RESERVED_ATTRIBUTE_PREFIX):
+                raise _invalid(f"key {key!r} uses the reserved prefix '{RESERVED_ATTRIBUTE_PREFIX}'")
+            if len(item) > ATTRIBUTE_VALUE_MAX_LENGTH:
+                raise _invalid(f"value of {key!r} must be at most {ATTRIBUTE_VALUE_MAX_LENGTH} characters")
+        return value
+
+
+_FRIENDLY = {
+    "extra_forbidden": "unknown field (allowed: {allowed})",
+    "string_type": "must be a string",
+    "dict_type": "must be an object mapping strings to strings",
+}
+
+
+def describe_request_error(error: ValidationError) -> str:
+    """One readable message naming every refused field, e.g.
+    ``participant_identity: may contain only letters, ...; colour: unknown field (...)``.
+
+    Input values are never echoed back.
+    """
+    allowed = ", ".join(TokenRequest.model_fields)
+    problems = []
+    for item in error.errors(include_input=False, include_url=False):
+        where = ".".join(str(part) for part in item["loc"]) or "body"
+        template = _FRIENDLY.get(item["type"])
+        message = template.format(allowed=allowed) if template else str(item["msg"])
+        problems.append(f"{where}: {message}")
+    return "; ".join(problems)
+
+
+def server_chosen_fields(data: dict[str, Any]) -> list[str]:
+    """Names of the server-chosen fields present (and not null) in a request body."""
+    return [name for name in SERVER_CHOSEN_FIELDS if data.get(name) is not None]
