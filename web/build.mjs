@@ -1,0 +1,39 @@
+// Builds the static client into dist/: app.js (+ map), style.css, index.html.
+// Usage: npm run build
+import { createHash } from 'node:crypto';
+import { mkdir, readFile, rm, writeFile } from 'node:fs/promises';
+import { gzipSync } from 'node:zlib';
+import * as esbuild from 'esbuild';
+
+const root = new URL('./', import.meta.url);
+const dist = new URL('dist/', root);
+
+await rm(dist, { recursive: true, force: true });
+await mkdir(dist, { recursive: true });
+
+const common = { bundle: true, minify: true, sourcemap: 'linked', logLevel: 'warning', legalComments: 'linked' };
+await esbuild.build({
+  ...common,
+  entryPoints: [new URL('src/main.js', root).pathname],
+  outfile: new URL('app.js', dist).pathname,
+  format: 'esm',
+  target: ['es2020', 'chrome100', 'firefox100', 'safari15'],
+});
+await esbuild.build({
+  ...common,
+  entryPoints: [new URL('src/style.css', root).pathname],
+  outfile: new URL('style.css', dist).pathname,
+  target: ['chrome100', 'firefox100', 'safari15'],
+});
+
+// Cache-busting: reference the assets with a content hash.
+const html = await readFile(new URL('index.html', root), 'utf8');
+let out = html;
+for (const asset of ['app.js', 'style.css']) {
+  const body = await readFile(new URL(asset, dist));
+  const hash = createHash('sha256').update(body).digest('hex').slice(0, 10);
+  out = out.replace(`"${asset}"`, `"${asset}?v=${hash}"`);
+  console.log(`dist/${asset}: ${body.length} bytes, ${gzipSync(body).length} gzipped`);
+}
+await writeFile(new URL('index.html', dist), out);
+console.log('dist/index.html written');

@@ -1,0 +1,71 @@
+/** Audio level measurement with WebAudio analysers. */
+
+/** Measures the level and spectrum of one MediaStreamTrack. */
+export class LevelMeter {
+  /**
+   * @param {AudioContext} context
+   * @param {MediaStreamTrack} track an audio track (local or remote)
+   */
+  constructor(context, track) {
+    this.track = track;
+    this.context = context;
+    this.source = context.createMediaStreamSource(new MediaStream([track]));
+    this.analyser = context.createAnalyser();
+    this.analyser.fftSize = 1024;
+    this.analyser.smoothingTimeConstant = 0.5;
+    this.analyser.minDecibels = -90;
+    this.analyser.maxDecibels = -20;
+    this.source.connect(this.analyser);
+    this.samples = new Float32Array(this.analyser.fftSize);
+    this.spectrum = new Uint8Array(this.analyser.frequencyBinCount);
+  }
+
+  /** @returns {number} RMS level of the latest ~20 ms, 0 (silence) to 1 (full scale) */
+  level() {
+    this.analyser.getFloatTimeDomainData(this.samples);
+    let sum = 0;
+    for (const s of this.samples) sum += s * s;
+    return Math.sqrt(sum / this.samples.length);
+  }
+
+  /**
+   * Energy in `count` log-spaced bands over the speech range (100 Hz to 6 kHz).
+   * @param {number} count
+   * @returns {number[]} values 0..1
+   */
+  bands(count) {
+    this.analyser.getByteFrequencyData(this.spectrum);
+    const binHz = this.context.sampleRate / this.analyser.fftSize;
+    const lo = Math.log(100);
+    const hi = Math.log(6000);
+    const out = [];
+    for (let i = 0; i < count; i++) {
+      const from = Math.max(1, Math.floor(Math.exp(lo + ((hi - lo) * i) / count) / binHz));
+      const to = Math.max(from + 1, Math.floor(Math.exp(lo + ((hi - lo) * (i + 1)) / count) / binHz));
+      let max = 0;
+      for (let b = from; b < to && b < this.spectrum.length; b++) max = Math.max(max, this.spectrum[b]);
+      out.push(max / 255);
+    }
+    return out;
+  }
+
+  /** Disconnects the analyser graph. */
+  dispose() {
+    try {
+      this.source.disconnect();
+    } catch {
+      /* already disconnected */
+    }
+  }
+}
+
+/**
+ * Maps an RMS level to 0..1 for display (speech sits around 0.02 to 0.3 RMS).
+ * @param {number} rms
+ * @returns {number}
+ */
+export function displayLevel(rms) {
+  if (!(rms > 0)) return 0;
+  const db = 20 * Math.log10(rms);
+  return Math.min(1, Math.max(0, (db + 50) / 40));
+}
