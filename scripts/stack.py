@@ -215,6 +215,44 @@ def wait_healthy(
 
 # --- run ----------------------------------------------------------------------------------
 
+#: Stopped only after every other process has exited: the rest keep state in it.
+STOP_LAST = ("redis",)
+
+
+def _ordered_manager(printer: object) -> object:
+    """honcho's Manager, stopping `STOP_LAST` after the others on Ctrl-C or a crash.
+
+    honcho sends SIGTERM to every process at once; livekit-server then loses Redis while
+    it unregisters its node and deletes rooms. This overrides honcho 2.0's `_killall`
+    (pinned in requirements.lock); a forced kill (after `KILL_WAIT`) is unchanged.
+    """
+    from honcho import manager as honcho_manager
+
+    class OrderedManager(honcho_manager.Manager):  # type: ignore[misc]
+        def _killall(self, force: bool = False) -> None:
+            if force:
+                super()._killall(force=True)
+                return
+            running = {n: p for n, p in self._processes.items() if "returncode" not in p}
+            for name, proc in running.items():
+                if name not in STOP_LAST:
+                    self._system_print(f"sending SIGTERM to {name} (pid {proc['pid']})\n")
+                    self._procmgr.terminate(proc["pid"])
+            threading.Thread(target=self._stop_last, daemon=True).start()
+
+        def _stop_last(self) -> None:
+            others = [p for n, p in self._processes.items() if n not in STOP_LAST]
+            while any("returncode" not in p for p in others):
+                time.sleep(0.1)
+            for name in STOP_LAST:
+                proc = self._processes.get(name, {})
+                if "returncode" not in proc and proc.get("pid"):
+                    self._system_print(f"sending SIGTERM to {name} (pid {proc['pid']})\n")
+                    self._procmgr.terminate(proc["pid"])
+
+    return OrderedManager(printer)
+
+
 
 def run(env_file: Path) -> int:
     """Supervise the Procfile with honcho; announce the URL once every service is healthy."""
@@ -236,7 +274,7 @@ def run(env_file: Path) -> int:
               "join calls and say it is not configured", file=sys.stderr)
 
     honcho_manager.KILL_WAIT = 15  # seconds: room for the agent to drain idle calls
-    manager = honcho_manager.Manager(Printer(sys.stdout))
+    manager = _ordered_manager(Printer(sys.stdout))
     for name, command in procfile_commands().items():
         manager.add_process(name, command, env=env, cwd=str(ROOT))
 

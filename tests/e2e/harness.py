@@ -19,6 +19,9 @@ from pathlib import Path
 
 from scripts import stack
 
+#: How long a test stack's agent waits for its caller (s); production default is 30 s.
+NO_CALLER_TIMEOUT_S = 8
+
 #: Start order: dependencies first.
 SERVICES = ("redis", "livekit", "token-server", "agent", "web")
 
@@ -45,6 +48,8 @@ def isolated_overrides(state_dir: Path, model_base_url: str, model_ca_file: str)
         "AGENT_HEALTH_PORT": str(free_port()),
         "STATE_DIR": str(state_dir),
         "GOOGLE_API_KEY": "stand-in-key",
+        # Short, so the "nobody joined" test is quick; callers in tests join before the agent.
+        "AGENT_PARTICIPANT_TIMEOUT_S": str(NO_CALLER_TIMEOUT_S),
         "GEMINI_BASE_URL": model_base_url,
         "GEMINI_CA_FILE": model_ca_file,
     }

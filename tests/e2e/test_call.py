@@ -7,15 +7,18 @@ through its base-URL setting. Nothing in the path is mocked.
 
 from __future__ import annotations
 
+import asyncio
+import json
 import time
 
 import numpy as np
+from livekit import api
 import pytest
 
 from tests.audio import best_envelope_match, envelope, synthesize
 from tests.conftest import TIME_TOOL_CALL
 from tests.e2e.caller import MIC_SAMPLE_RATE, Caller
-from tests.e2e.harness import ProcessStack
+from tests.e2e.harness import NO_CALLER_TIMEOUT_S, ProcessStack
 from tests.standins.gemini_live import INPUT_SAMPLE_RATE, GeminiLiveStandin, SessionRecord
 
 pytestmark = pytest.mark.e2e
@@ -108,3 +111,34 @@ async def test_a_call_greets_listens_calls_a_tool_and_answers(
 
     # 4. Transcripts arrived as text streams for both sides.
     assert any(t.final for t in caller.transcript_of(caller.identity))
+
+
+async def test_a_job_whose_caller_never_joins_ends_cleanly(native_stack: ProcessStack) -> None:
+    """Dispatched for a caller who never comes: the agent joins, waits, then leaves by itself."""
+    env = native_stack.env
+    room = f"room-nobody-{time.monotonic_ns()}"
+    async with api.LiveKitAPI(env["LIVEKIT_URL"].replace("ws", "http", 1), env["LIVEKIT_API_KEY"],
+                              env["LIVEKIT_API_SECRET"]) as lk:
+        await lk.room.create_room(api.CreateRoomRequest(name=room, empty_timeout=120))
+        await lk.agent_dispatch.create_dispatch(api.CreateAgentDispatchRequest(
+            room=room, agent_name=env["AGENT_NAME"],
+            metadata=json.dumps({"participant_identity": "nobody", "participant_name": None}),
+        ))
+
+        async def agents_in_room() -> int:
+            listing = await lk.room.list_participants(api.ListParticipantsRequest(room=room))
+            return sum(p.kind == api.ParticipantInfo.Kind.AGENT for p in listing.participants)
+
+        deadline = time.monotonic() + 20
+        while await agents_in_room() == 0:
+            assert time.monotonic() < deadline, "the agent never joined the room"
+            await asyncio.sleep(0.2)
+        joined = time.monotonic()
+        while await agents_in_room() > 0:
+            assert time.monotonic() - joined < NO_CALLER_TIMEOUT_S + 10, "the agent did not leave"
+            await asyncio.sleep(0.2)
+        waited = time.monotonic() - joined
+        await lk.room.delete_room(api.DeleteRoomRequest(room=room))
+
+    assert waited > NO_CALLER_TIMEOUT_S - 1, f"left after {waited:.1f} s, before its timeout"
+    assert native_stack.wait_for_log("agent", f"no caller joined within {NO_CALLER_TIMEOUT_S} s")
