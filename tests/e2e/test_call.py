@@ -8,8 +8,10 @@ through its base-URL setting. Nothing in the path is mocked.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import json
 import time
+from collections.abc import Iterator
 
 import numpy as np
 from livekit import api
@@ -142,3 +144,44 @@ async def test_a_job_whose_caller_never_joins_ends_cleanly(native_stack: Process
 
     assert waited > NO_CALLER_TIMEOUT_S - 1, f"left after {waited:.1f} s, before its timeout"
     assert native_stack.wait_for_log("agent", f"no caller joined within {NO_CALLER_TIMEOUT_S} s")
+
+
+@pytest.fixture
+def burst_replies(standin: GeminiLiveStandin) -> Iterator[None]:
+    """Send each reply's audio at once, as fast as the socket allows (the real service also
+    runs ahead of real time): the agent then holds seconds of audio it must drop on barge-in."""
+    config = standin.config
+    standin.config = dataclasses.replace(config, reply_pacing=0)
+    yield
+    standin.config = config
+
+
+@pytest.mark.usefixtures("burst_replies")
+async def test_barge_in_stops_the_agent_mid_reply(native_stack: ProcessStack, standin: GeminiLiveStandin) -> None:
+    """Speaking over the agent cuts its reply short: the model says `interrupted`, and the agent
+    drops the reply audio it already had instead of playing it over the caller."""
+    question = synthesize(UTTERANCE, MIC_SAMPLE_RATE)
+    interruption = synthesize("Stop. Wait a moment please, I have another question.", MIC_SAMPLE_RATE)
+    started = time.monotonic()
+    async with Caller(native_stack.token_url, name="Barge") as caller:
+        await caller.wait_until(lambda: caller.agent_audio.audible_seconds() > 0.5, 30, "the greeting's audio")
+        session_id = session_for(standin, started).session_id
+        standin.wait_for(lambda s: [x for x in s if x.session_id == session_id and x.turns[0].turn_complete_at], 20)
+
+        spoke_until = await caller.say(question)
+        await caller.wait_until(
+            lambda: caller.agent_audio.first_audible_after(spoke_until) is not None, 20, "the answer's audio"
+        )
+        barge_at = time.monotonic()
+        barge_until = await caller.say(interruption)
+        quiet_from = barge_at + 1.0
+
+    session = next(s for s in standin.sessions if s.session_id == session_id)
+    answer = next(t for t in session.turns if t.kind == "audio")
+    assert answer.interrupted, "the model never saw the barge-in"
+    # Once the interruption reached the agent, the caller heard (almost) nothing of the old reply.
+    heard = [db for at, db in caller.agent_audio.levels if quiet_from <= at <= barge_until]
+    audible = sum(1 for db in heard if db > -45)
+    assert heard and audible / len(heard) < 0.05, f"{audible}/{len(heard)} frames of agent audio over the caller"
+    # ... although the model had sent all of it, and it ran well past the interruption.
+    assert answer.reply_audio_ms / 1000 > barge_until - barge_at + 1.0, "the reply was too short to interrupt"
