@@ -44,6 +44,13 @@ What a session does (one WebSocket connection):
    interleaved, ``generationComplete``, ``turnComplete`` (held until the audio would
    have finished playing), ``usageMetadata`` and a fresh ``sessionResumptionUpdate``.
 
+Faults, for resilience tests: :meth:`GeminiLiveStandin.disconnect` (close with a code, or
+drop TCP), :meth:`~GeminiLiveStandin.go_away` (``goAway{timeLeft}`` then close),
+:meth:`~GeminiLiveStandin.refuse_handshakes` (HTTP 401/403/429/5xx at the upgrade),
+:meth:`~GeminiLiveStandin.stall_setups` (``setupComplete`` never comes) and
+:meth:`~GeminiLiveStandin.stop` (connection refused). Handles it issues are checked when
+a setup presents one (:class:`ResumptionRecord`: known? which session, how many turns?).
+
 Use it in-process::
 
     standin = GeminiLiveStandin(StandinConfig(vad_silence_ms=500))
@@ -439,11 +446,14 @@ class ResumptionRecord:
         handle: the handle.
         known: this stand-in issued it (in any earlier session, across restarts).
         resumed_session_id: the session that was given the handle, if known.
+        resumed_turns: how many user turns that session had when it issued the handle:
+            the context the handle restores ends after those turns.
     """
 
     handle: str
     known: bool
     resumed_session_id: str | None
+    resumed_turns: int | None = None
 
 
 @dataclass
@@ -474,6 +484,8 @@ class SessionRecord:
         tool_calls / tool_responses: function calls issued / answers received.
         handles: resumption handles sent (``sessionResumptionUpdate.newHandle``).
         resumption: the handle this session's setup presented, if any.
+        stalled: the stand-in was told to stall this session's setup (see
+            :meth:`GeminiLiveStandin.stall_setups`): it read the setup and never answered.
         errors: protocol violations by the client, human-readable.
     """
 
@@ -497,6 +509,7 @@ class SessionRecord:
     tool_responses: list[ToolResponseRecord] = field(default_factory=list)
     handles: list[str] = field(default_factory=list)
     resumption: ResumptionRecord | None = None
+    stalled: bool = False
     errors: list[str] = field(default_factory=list)
 
     @property
@@ -532,7 +545,8 @@ class RejectedHandshake:
     Attributes:
         at: ``time.monotonic()``.
         path: the request path (with query).
-        status: HTTP status sent (404 unknown path, 401 no API key).
+        status: HTTP status sent (404 unknown path, 401 no API key, or the status
+            set with :meth:`GeminiLiveStandin.refuse_handshakes`).
     """
 
     at: float
@@ -881,6 +895,13 @@ class _LiveSession:
                 await self._conn.close(1007, "invalid frame")
                 return
             await self._dispatch(parsed[0], parsed[2])
+
+    async def stall(self) -> None:
+        """Read the setup frame (recorded as usual), then answer nothing until the client leaves."""
+        with contextlib.suppress(TimeoutError):
+            raw = await asyncio.wait_for(self._conn.recv(), self._cfg.setup_timeout_s)
+            self._ingest(raw)
+        await self._conn.wait_closed()
 
     async def aclose(self) -> None:
         """Cancel work in flight (the connection is gone or going)."""
@@ -1362,7 +1383,9 @@ class GeminiLiveStandin:
         self._cond = threading.Condition()
         self._sessions: list[SessionRecord] = []
         self._rejected: list[RejectedHandshake] = []
-        self._handles: dict[str, str] = {}
+        self._handles: dict[str, tuple[str, int]] = {}
+        self._refusal: tuple[int, int | None, float | None] | None = None
+        self._stalls: int | None = 0
         self._live: dict[str, tuple[_LiveSession, ServerConnection]] = {}
         self._session_ids = itertools.count(1)
         self._thread: threading.Thread | None = None
@@ -1514,6 +1537,51 @@ class GeminiLiveStandin:
 
         self._run_coroutine(_close())
 
+    def refuse_handshakes(
+        self, status: int = 429, *, count: int | None = None, retry_after_s: float | None = None
+    ) -> None:
+        """Answer the next ``count`` handshakes (every one if ``None``) with HTTP ``status``.
+
+        What the real service does at the WebSocket upgrade for a bad key (401/403) or an
+        exhausted quota (429, optionally with ``Retry-After``). Refused handshakes are listed
+        in :attr:`rejected_handshakes`; :meth:`accept_handshakes` ends the refusal.
+        A refused TCP connection (nothing listening) is :meth:`stop`.
+        """
+        with self._mutate():
+            self._refusal = (status, count, retry_after_s)
+
+    def stall_setups(self, *, count: int | None = None) -> None:
+        """Accept the next ``count`` connections (all if ``None``), read their setup, never answer.
+
+        A hung service: the TLS and WebSocket handshakes succeed, ``setupComplete`` never
+        comes. The session is recorded with ``stalled=True`` and stays open until the
+        client gives up. :meth:`accept_handshakes` ends it for new connections.
+        """
+        with self._mutate():
+            self._stalls = count
+
+    def accept_handshakes(self) -> None:
+        """Serve new connections normally again (ends :meth:`refuse_handshakes` / :meth:`stall_setups`)."""
+        with self._mutate():
+            self._refusal = None
+            self._stalls = 0
+
+    def _take_fault(self, kind: Literal["refusal", "stall"]) -> Any:
+        """Consume one pending refusal or stall; returns it (or None / False)."""
+        with self._mutate():
+            if kind == "refusal":
+                if self._refusal is None:
+                    return None
+                status, count, retry_after = self._refusal
+                if count is not None:
+                    self._refusal = (status, count - 1, retry_after) if count > 1 else None
+                return status, retry_after
+            if self._stalls == 0:
+                return False
+            if self._stalls is not None:
+                self._stalls -= 1
+            return True
+
     def go_away(self, session_id: str | None = None, *, time_left_s: float = 5.0) -> None:
         """Send ``goAway{timeLeft}`` to a live session, then close it (1000) when time is up."""
         live, _ = self._live_session(session_id)
@@ -1541,14 +1609,16 @@ class GeminiLiveStandin:
     def _issue_handle(self, record: SessionRecord) -> str:
         handle = f"standin-{record.session_id}-{len(record.handles) + 1}-{secrets.token_hex(6)}"
         with self._mutate():
-            self._handles[handle] = record.session_id
+            self._handles[handle] = (record.session_id, len(record.turns))
             record.handles.append(handle)
         return handle
 
     def _lookup_handle(self, handle: str) -> ResumptionRecord:
         with self._cond:
-            session_id = self._handles.get(handle)
-        return ResumptionRecord(handle, session_id is not None, session_id)
+            issued = self._handles.get(handle)
+        if issued is None:
+            return ResumptionRecord(handle, False, None)
+        return ResumptionRecord(handle, True, issued[0], issued[1])
 
     def _live_session(self, session_id: str | None) -> tuple[_LiveSession, ServerConnection]:
         with self._cond:
@@ -1598,12 +1668,19 @@ class GeminiLiveStandin:
             status = http.HTTPStatus.NOT_FOUND
         elif not (request.headers.get("x-goog-api-key") or parse_qs(url.query).get("key", [""])[0]):
             status = http.HTTPStatus.UNAUTHORIZED
+        retry_after: float | None = None
         if status is None:
-            return None
+            refusal = self._take_fault("refusal")
+            if refusal is None:
+                return None
+            status, retry_after = http.HTTPStatus(refusal[0]), refusal[1]
         with self._mutate():
             self._rejected.append(RejectedHandshake(time.monotonic(), request.path, status.value))
         log.info("refused handshake %s: %d", request.path, status.value)
-        return conn.respond(status, f"{status.value} {status.phrase}\n")
+        response = conn.respond(status, f"{status.value} {status.phrase}\n")
+        if retry_after is not None:
+            response.headers["Retry-After"] = f"{retry_after:g}"
+        return response
 
     async def _handle(self, conn: ServerConnection) -> None:
         request = conn.request
@@ -1619,12 +1696,17 @@ class GeminiLiveStandin:
             vad_silence_ms=self.config.vad_silence_ms,
         )
         live = _LiveSession(self, conn, record)
+        stall = bool(self._take_fault("stall"))
         with self._mutate():
             self._sessions.append(record)
             self._live[record.session_id] = (live, conn)
-        log.info("%s: connected (%s)", record.session_id, url.path)
+            record.stalled = stall
+        log.info("%s: connected (%s)%s", record.session_id, url.path, " - stalling its setup" if stall else "")
         try:
-            await live.run()
+            if stall:
+                await live.stall()
+            else:
+                await live.run()
         except ConnectionClosed:
             pass  # a close is normal, whatever the code; recorded below
         except Exception as e:

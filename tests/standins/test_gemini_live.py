@@ -666,3 +666,73 @@ def test_livekit_plugin_greets_and_hears_speech(
     assert record.errors == [] and record.close_code == 1011
     assert record.turns[0].kind == "text" and "Greet the user." in record.turns[0].text
     assert record.turns[1].kind == "audio"
+
+
+def test_refused_handshakes_carry_the_status_and_retry_after(fast_standin: GeminiLiveStandin) -> None:
+    ssl_ctx = fast_standin.ssl_context()
+    url = fast_standin.base_url.replace("https://", "wss://") + (
+        "/ws/google.ai.generativelanguage.v1beta.GenerativeService.BidiGenerateContent"
+    )
+
+    async def attempt() -> tuple[int | None, str | None]:
+        try:
+            async with ws_connect(url, ssl=ssl_ctx, additional_headers={"x-goog-api-key": "k"}):
+                return None, None
+        except websockets.exceptions.InvalidStatus as e:
+            return e.response.status_code, e.response.headers.get("Retry-After")
+
+    before = len(fast_standin.rejected_handshakes)
+    fast_standin.refuse_handshakes(429, count=2, retry_after_s=3)
+    try:
+        assert asyncio.run(attempt()) == (429, "3")
+        assert asyncio.run(attempt()) == (429, "3")
+        assert asyncio.run(attempt()) == (None, None)
+        fast_standin.refuse_handshakes(403)
+        assert asyncio.run(attempt()) == (403, None)
+        assert asyncio.run(attempt()) == (403, None)
+    finally:
+        fast_standin.accept_handshakes()
+    assert asyncio.run(attempt()) == (None, None)
+    assert [r.status for r in fast_standin.rejected_handshakes[before:]] == [429, 429, 403, 403]
+
+
+def test_stalled_setup_is_never_answered(fast_standin: GeminiLiveStandin) -> None:
+    fast_standin.stall_setups(count=1)
+
+    async def connect(timeout: float) -> None:
+        client = genai.Client(api_key="k", http_options=fast_standin.http_options())
+        async with asyncio.timeout(timeout):
+            async with client.aio.live.connect(model=MODEL):
+                pass
+
+    with pytest.raises(TimeoutError):
+        asyncio.run(connect(1.0))
+    stalled = last_session(fast_standin, lambda s: s.closed_at is not None)
+    assert stalled.stalled and stalled.messages_of("setup") and not stalled.handles
+    asyncio.run(connect(10.0))  # the next one is served
+    assert not last_session(fast_standin, lambda s: s.session_id != stalled.session_id).stalled
+
+
+def test_resumption_tells_how_many_turns_the_handle_covers(fast_standin: GeminiLiveStandin) -> None:
+    async def one_turn_then_handle() -> str:
+        async with live_client(fast_standin) as client:
+            await client.session.send_client_content(
+                turns=types.Content(role="user", parts=[types.Part(text="hello")]), turn_complete=True
+            )
+            done = await client.wait_for(is_turn_complete)
+            i = await client.wait_for(lambda m: m.session_resumption_update is not None, start=done)
+            return client.received[i].session_resumption_update.new_handle
+
+    handle = asyncio.run(one_turn_then_handle())
+    first = last_session(fast_standin, lambda s: s.closed_at is not None)
+
+    async def resume() -> None:
+        async with live_client(
+            fast_standin, session_resumption=types.SessionResumptionConfig(handle=handle)
+        ) as client:
+            await client.wait_for(lambda m: m.session_resumption_update is not None)
+
+    asyncio.run(resume())
+    resumed = last_session(fast_standin, lambda s: s.closed_at is not None and s.session_id != first.session_id)
+    assert resumed.resumption is not None
+    assert (resumed.resumption.resumed_session_id, resumed.resumption.resumed_turns) == (first.session_id, 1)
