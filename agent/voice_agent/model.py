@@ -12,8 +12,8 @@ import ssl
 
 from google.genai import types
 from livekit.agents import NOT_GIVEN
-from livekit.plugins import google
 
+from .resilience import ResilientRealtimeModel, RetryPolicy
 from .settings import AgentSettings
 
 
@@ -49,18 +49,29 @@ def build_http_options(settings: AgentSettings) -> types.HttpOptions | None:
     )
 
 
-def build_realtime_model(settings: AgentSettings) -> google.realtime.RealtimeModel:
+def build_realtime_model(settings: AgentSettings) -> ResilientRealtimeModel:
     """Create the Gemini Live model (native audio) with our voice, temperature and transport.
 
     Server-side turn detection (Gemini's VAD) and input/output transcription are
     the plugin's defaults and are kept: they drive barge-in and the transcripts.
+    The model is the plugin's, made to survive connection faults (`resilience.py`), with
+    context-window compression on so long calls pass the audio session cap.
 
     Raises:
         ValueError: from the plugin when no credentials are configured.
     """
     http_options = build_http_options(settings)
     api_key = settings.google_api_key.get_secret_value() if settings.google_api_key else NOT_GIVEN
-    return google.realtime.RealtimeModel(
+    return ResilientRealtimeModel(
+        retry_policy=RetryPolicy(
+            give_up_after_s=settings.model_retry_give_up_s,
+            connect_timeout_s=settings.model_connect_timeout_s,
+        ),
+        go_away_margin_s=settings.model_go_away_margin_s,
+        context_window_compression=types.ContextWindowCompressionConfig(
+            trigger_tokens=settings.gemini_compression_trigger_tokens,
+            sliding_window=types.SlidingWindow(),
+        ),
         model=settings.gemini_model,
         voice=settings.gemini_voice,
         temperature=settings.gemini_temperature,
