@@ -97,7 +97,7 @@ def build_env(
     Returns:
         A complete environment, including derived values: `LIVEKIT_PORT`, `LIVEKIT_URL`
         (the agent's registration URL), `LIVEKIT_KEYS` (livekit-server), `NODE_IP`,
-        `REDIS_HOST`, `PYTHONPATH`, `WEB_ROOT`, `STATE_DIR`.
+        `REDIS_HOST`, `REDIS_URL` (call records), `PYTHONPATH`, `WEB_ROOT`, `STATE_DIR`.
     """
     inherited = dict(os.environ if base is None else base)
     settings = parse_env_file(ENV_EXAMPLE)
@@ -112,6 +112,8 @@ def build_env(
     env["LIVEKIT_KEYS"] = f"{env.get('LIVEKIT_API_KEY', '')}: {env.get('LIVEKIT_API_SECRET', '')}"
     env["NODE_IP"] = env.get("LIVEKIT_NODE_IP", "")
     env["REDIS_HOST"] = f"127.0.0.1:{env['REDIS_PORT']}"
+    if not settings.get("REDIS_URL"):  # the agent's call records: the stack's own Redis
+        env["REDIS_URL"] = f"redis://{env['REDIS_HOST']}/0"
     env.setdefault("STATE_DIR", str(ROOT / ".state"))
     env.setdefault("WEB_ROOT", str(ROOT / "web" / "dist"))
     env.setdefault("AGENT_READY_FILE", str(Path(env["STATE_DIR"]) / "agent.ready"))

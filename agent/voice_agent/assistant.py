@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 
-from livekit.agents import Agent, AgentSession, RunContext, ToolError, function_tool
+from livekit.agents import Agent, AgentSession, RunContext, ToolError, function_tool, llm
 
 from . import tools
 
@@ -20,8 +20,8 @@ class Assistant(Agent):
     thing a caller hears is always the greeting, never a tool's answer.
     """
 
-    def __init__(self, *, instructions: str, faq: tools.Faq) -> None:
-        super().__init__(instructions=instructions)
+    def __init__(self, *, instructions: str, faq: tools.Faq, chat_ctx: llm.ChatContext | None = None) -> None:
+        super().__init__(instructions=instructions, chat_ctx=chat_ctx)
         self._faq = faq
         self.greeting_done = asyncio.Event()
 
@@ -36,6 +36,23 @@ class Assistant(Agent):
         try:
             handle = session.generate_reply(
                 instructions=f"Greet {who} warmly in one short sentence and offer help."
+            )
+            await handle.wait_for_playout()
+        finally:
+            self.greeting_done.set()
+
+    async def resume(self, session: AgentSession) -> None:
+        """Pick a call up where an earlier agent left it (the chat context holds its transcript).
+
+        Instead of a greeting: one short sentence that the agent is back, then the
+        conversation goes on. Tools unlock when it has played.
+        """
+        try:
+            handle = session.generate_reply(
+                instructions=(
+                    "The call was briefly interrupted by a technical problem and you are back. "
+                    "Say so in one short sentence, then continue the conversation where it left off."
+                )
             )
             await handle.wait_for_playout()
         finally:

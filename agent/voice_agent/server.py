@@ -9,8 +9,10 @@ the middle of it; this module decides the call's life):
     RoomIO audio output -> LiveKit SFU -> browser speaker
     RoomIO text output  -> `lk.transcription` text streams -> live transcript
 
-The call's life: start the session (listening) -> identify the caller -> personalise
--> greet -> converse; no caller within `participant_timeout_s` ends the job cleanly.
+The call's life: start the session (listening) -> identify the caller -> wait for the
+model link -> personalise -> greet -> converse; no caller within `participant_timeout_s`
+ends the job cleanly. Model-link faults (drops, GoAway, refusals) are absorbed by
+`resilience.py`; `link.py` decides what the caller hears and reads meanwhile.
 """
 
 from __future__ import annotations
@@ -19,14 +21,18 @@ import asyncio
 import json
 import logging
 from dataclasses import dataclass
+from typing import Literal
 
 from livekit import rtc
-from livekit.agents import NOT_GIVEN, AgentServer, AgentSession, JobContext, room_io
+from livekit.agents import NOT_GIVEN, AgentServer, AgentSession, CloseEvent, CloseReason, JobContext, llm, room_io
 
+from . import records
 from .assistant import Assistant
+from .link import FILLER_TEXT, CallLink, clip_frames
 from .model import build_realtime_model
 from .settings import AgentSettings
 from .tools import Faq
+from .watchdog import CallWatchdog
 
 logger = logging.getLogger("voice_agent")
 
@@ -51,12 +57,25 @@ server = AgentServer(
     drain_timeout=settings.drain_timeout_s,
 )
 
-if settings.ready_file is not None:
+_watchdog_task: asyncio.Task[None] | None = None
 
-    @server.on("worker_registered")
-    def _mark_ready(worker_id: str, _server_info: object) -> None:
-        """Readiness: LiveKit now dispatches jobs to this worker."""
-        settings.ready_file.write_text(worker_id + "\n")  # type: ignore[union-attr]
+
+@server.on("worker_registered")
+def _on_registered(worker_id: str, _server_info: object) -> None:
+    """Readiness (LiveKit now dispatches jobs to this worker), and the call watchdog."""
+    global _watchdog_task
+    if settings.ready_file is not None:
+        settings.ready_file.write_text(worker_id + "\n")
+    if settings.redis_url and (_watchdog_task is None or _watchdog_task.done()):
+        watchdog = CallWatchdog(
+            redis_url=settings.redis_url,
+            livekit_url=settings.livekit_url,
+            api_key=settings.livekit_api_key,
+            api_secret=settings.livekit_api_secret.get_secret_value(),
+            agent_name=settings.agent_name,
+            max_redispatches=settings.max_redispatches,
+        )
+        _watchdog_task = asyncio.get_running_loop().create_task(watchdog.run(), name="call-watchdog")
 
 
 @dataclass(frozen=True)
@@ -103,9 +122,45 @@ async def entrypoint(ctx: JobContext) -> None:
         ctx.shutdown(reason=missing)
         return
 
-    assistant = Assistant(instructions=settings.instructions, faq=Faq.load(settings.faq_path))
+    # 0. hold the room: one agent per room, even when a dispatch is repeated (records.py).
+    call = await _hold_room(ctx)
+    if call is False:
+        ctx.shutdown(reason="another agent serves this room")
+        return
+    earlier = await call.load_turns() if call is not None else []
+    if call is not None:
+        call.start(
+            participant_identity=dispatch.participant_identity,
+            participant_name=dispatch.participant_name,
+            metadata=ctx.job.metadata,
+        )
+
+    chat_ctx = llm.ChatContext()
+    for turn in earlier:  # an earlier agent of this call died or was drained: pick it up
+        chat_ctx.add_message(role=turn.role, content=turn.text)  # type: ignore[arg-type]
+    assistant = Assistant(
+        instructions=settings.instructions, faq=Faq.load(settings.faq_path), chat_ctx=chat_ctx if earlier else None
+    )
+    model = build_realtime_model(settings)
     # Gemini Live does turn detection and barge-in server-side: no local VAD or STT.
-    session = AgentSession(llm=build_realtime_model(settings))
+    session = AgentSession(llm=model)
+    link = CallLink(
+        tell=lambda text: _tell_caller(ctx, text),
+        play_filler=lambda: _play_filler(session),
+        filler_after_s=settings.filler_after_s,
+        on_event=(lambda name, fields: call.event("lifecycle", {"event": name, **fields})) if call else None,
+    )
+    model.add_listener(link)
+    ctx.add_shutdown_callback(link.aclose)
+    if call is not None:
+        records.record_session(session, call)
+
+    @session.on("close")
+    def _on_close(event: CloseEvent) -> None:
+        if event.reason == CloseReason.ERROR:
+            # The model could not be reached (or was lost) and retrying stopped.
+            asyncio.create_task(_end_call(ctx, call, link.gave_up_message(), reason="model unavailable"))
+
     # 1. start: join the room, then the session listens as soon as the caller's track arrives.
     await ctx.connect()
     await session.start(
@@ -114,6 +169,8 @@ async def entrypoint(ctx: JobContext) -> None:
         room_options=room_io.RoomOptions(
             participant_identity=dispatch.participant_identity or NOT_GIVEN,
             participant_kinds=[rtc.ParticipantKind.PARTICIPANT_KIND_STANDARD],
+            # A caller whose network drops may come back: `_watch_caller` decides when it is over.
+            close_on_disconnect=False,
         ),
         record=False,
     )
@@ -126,9 +183,114 @@ async def entrypoint(ctx: JobContext) -> None:
         )
     except TimeoutError:
         logger.info("no caller joined within %.0f s; ending the job", settings.participant_timeout_s)
+        if call is not None:
+            call.end("no caller")
         ctx.shutdown(reason="no participant joined")
         return
     ctx.log_context_fields = {"room": ctx.room.name, "participant": participant.identity}
+    if call is not None:
+        call.set_participant(participant.identity, participant.name or dispatch.participant_name)
+    _watch_caller(ctx, call, participant.identity)
 
-    # 3. personalise and greet; tools unlock once the greeting has played.
-    await assistant.greet(session, participant.name or dispatch.participant_name)
+    # 3. the model link: retried with backoff while that makes sense (see resilience.py).
+    ready_timeout = settings.model_retry_give_up_s + 2 * settings.model_connect_timeout_s
+    if not await link.wait_ready(timeout=ready_timeout):
+        if link.gave_up is None:  # neither connected nor failed for good: should not happen
+            await _end_call(ctx, call, link.gave_up_message(), reason="model not ready")
+        return  # the session's close handler tells the caller and ends the job
+
+    # 4. personalise and greet (or pick up where an earlier agent of this call stopped).
+    if earlier:
+        logger.info("picking the call up from its record (%d earlier turns)", len(earlier))
+        await assistant.resume(session)
+    else:
+        await assistant.greet(session, participant.name or dispatch.participant_name)
+
+
+async def _hold_room(ctx: JobContext) -> records.CallRecorder | None | Literal[False]:
+    """Claim the room for this job. The recorder, None without Redis, False if taken."""
+    if not settings.redis_url:
+        return None
+    client = records.connect(settings.redis_url)
+    call = records.CallRecorder(client, ctx.room.name, ctx.job.id)
+    ttl_ms = int(settings.room_claim_ttl_s * 1000)
+    if await call.claim(ttl_ms) is False:
+        logger.info("another agent already serves this room; this job leaves")
+        await client.aclose()
+        return False
+
+    async def keep_holding() -> None:
+        while True:
+            await asyncio.sleep(settings.room_claim_ttl_s / 3)
+            if not await call.refresh(ttl_ms):
+                logger.error("lost the claim on this room to another job; leaving")
+                ctx.shutdown(reason="room claimed by another job")
+                return
+
+    holder = asyncio.create_task(keep_holding())
+
+    async def let_go(reason: str) -> None:
+        holder.cancel()
+        call.event("lifecycle", {"event": "job_ended", "reason": reason})
+        await call.release()
+        await call.aclose()
+        await client.aclose()
+
+    ctx.add_shutdown_callback(let_go)
+    return call
+
+
+def _watch_caller(ctx: JobContext, call: records.CallRecorder | None, identity: str) -> None:
+    """End the call when the caller hangs up, or has not come back within the return timeout."""
+    state: dict[str, asyncio.Task[None] | None] = {"timer": None}
+
+    async def wait_for_return() -> None:
+        await asyncio.sleep(settings.caller_return_timeout_s)
+        logger.info("the caller did not come back within %.0f s; ending the call", settings.caller_return_timeout_s)
+        if call is not None:
+            call.end("caller did not return")
+        ctx.shutdown(reason="caller did not return")
+
+    @ctx.room.on("participant_disconnected")
+    def _left(participant: rtc.RemoteParticipant) -> None:
+        if participant.identity != identity:
+            return
+        if participant.disconnect_reason == rtc.DisconnectReason.CLIENT_INITIATED:
+            if call is not None:
+                call.end("caller left")
+            ctx.shutdown(reason="caller left")
+            return
+        logger.warning("the caller dropped (%s); waiting for them to come back", participant.disconnect_reason)
+        if call is not None:
+            call.event("lifecycle", {"event": "caller_dropped", "reason": str(participant.disconnect_reason)})
+        if state["timer"] is None or state["timer"].done():
+            state["timer"] = asyncio.create_task(wait_for_return())
+
+    @ctx.room.on("participant_connected")
+    def _back(participant: rtc.RemoteParticipant) -> None:
+        timer = state["timer"]
+        if participant.identity == identity and timer is not None and not timer.done():
+            timer.cancel()
+            logger.info("the caller is back")
+            if call is not None:
+                call.event("lifecycle", {"event": "caller_returned"})
+
+
+def _play_filler(session: AgentSession) -> None:
+    """Say "One moment, please." with the pre-rendered clip (the model cannot speak now)."""
+    try:
+        session.say(FILLER_TEXT, audio=clip_frames(settings.filler_wav), add_to_chat_ctx=False)
+    except RuntimeError as exc:  # the session is closing
+        logger.debug("no filler: %s", exc)
+
+
+async def _end_call(ctx: JobContext, call: records.CallRecorder | None, message: str, *, reason: str) -> None:
+    """Tell the caller why the call ends, then end the job (the worker keeps running)."""
+    logger.error("ending the call: %s", reason)
+    if call is not None:
+        call.end(reason)
+    try:
+        await _tell_caller(ctx, message)
+    except Exception as exc:  # the room may be gone already
+        logger.warning("could not tell the caller: %s", exc)
+    ctx.shutdown(reason=reason)

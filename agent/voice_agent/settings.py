@@ -13,6 +13,8 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 #: Default FAQ shipped with the package (TOML, `[[entry]]` tables).
 DEFAULT_FAQ_PATH = Path(__file__).with_name("faq.toml")
+#: "One moment, please." (espeak-ng, 24 kHz mono PCM16 WAV): played while the model reconnects.
+DEFAULT_FILLER_WAV = Path(__file__).parent / "clips" / "one_moment.wav"
 
 
 class AgentSettings(BaseSettings):
@@ -61,6 +63,34 @@ class AgentSettings(BaseSettings):
         ),
         validation_alias="AGENT_INSTRUCTIONS",
     )
+
+    #: Context-window compression (sliding window) starts at this many tokens; unset: the
+    #: service's default. Lets audio sessions run past the ~15-minute cap without a 1007 close.
+    gemini_compression_trigger_tokens: int | None = Field(
+        default=None, gt=0, validation_alias="GEMINI_COMPRESSION_TRIGGER_TOKENS"
+    )
+
+    # Model connection faults (see resilience.py).
+    #: Keep retrying a failed Gemini handshake (refused, 429, 5xx, stalled) this long, seconds.
+    model_retry_give_up_s: float = Field(default=60.0, gt=0, validation_alias="AGENT_MODEL_RETRY_GIVE_UP_S")
+    #: One handshake (TCP, TLS, upgrade, setupComplete) may take this long, seconds.
+    model_connect_timeout_s: float = Field(default=10.0, gt=0, validation_alias="AGENT_MODEL_CONNECT_TIMEOUT_S")
+    #: Reconnect this long before a GoAway's timeLeft runs out, seconds.
+    model_go_away_margin_s: float = Field(default=2.0, ge=0, validation_alias="AGENT_MODEL_GO_AWAY_MARGIN_S")
+    #: Play the filler clip when the model has been away this long, seconds.
+    filler_after_s: float = Field(default=1.0, ge=0, validation_alias="AGENT_FILLER_AFTER_S")
+    filler_wav: Path = Field(default=DEFAULT_FILLER_WAV, validation_alias="AGENT_FILLER_WAV")
+
+    # Call records and continuity (records.py): unset REDIS_URL turns both off.
+    redis_url: str | None = Field(default=None, validation_alias="REDIS_URL")
+    #: The job holding a room refreshes its claim this often; a crashed job's claim expires
+    #: after `room_claim_ttl_s` and the call is handed to another job.
+    room_claim_ttl_s: float = Field(default=4.0, gt=0, validation_alias="AGENT_ROOM_CLAIM_TTL_S")
+    #: A caller whose connection dropped may come back within this long (LiveKit's
+    #: departure timeout is 20 s) and find the same conversation.
+    caller_return_timeout_s: float = Field(default=20.0, ge=0, validation_alias="AGENT_CALLER_RETURN_TIMEOUT_S")
+    #: How many times a call whose agent vanished is handed to a new job.
+    max_redispatches: int = Field(default=3, ge=0, validation_alias="AGENT_MAX_REDISPATCHES")
 
     # Call life cycle.
     participant_timeout_s: float = Field(default=30.0, gt=0, validation_alias="AGENT_PARTICIPANT_TIMEOUT_S")
