@@ -1,0 +1,125 @@
+"""Benchmark: how long faults take to recover from, over the real native stack.
+
+Starts its own stack (same harness as the end-to-end tests; the agent under supervisord,
+as `./scripts/run` has it) and Gemini Live stand-in, then measures, per trial:
+
+* model drop -> agent audio again: the stand-in closes the model connection (1011) while
+  the agent is answering; the time from the close to the first audible frame, at the
+  caller, of the answer given on the new connection (reconnect with the handle, replay of
+  the unanswered turn, the answer, the media path to the caller);
+* worker kill -> agent back: SIGKILL to the worker's process group mid-call; the time to
+  the first audible frame of the new agent in the same room (supervisord restart, worker
+  registration, the watchdog's new dispatch, job start, model connect, the resume line).
+
+Prints p50/p95/max for both, and one JSON line for machines.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import signal
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from scripts import stack  # noqa: E402
+from scripts.bench_latency import percentile, summary  # noqa: E402
+from tests.audio import synthesize  # noqa: E402
+from tests.e2e.caller import MIC_SAMPLE_RATE, Caller  # noqa: E402
+from tests.e2e.harness import ProcessStack, isolated_overrides  # noqa: E402
+from tests.e2e.test_faults import greeted, wait_sessions, wait_worker_ready, worker_pid  # noqa: E402
+from tests.standins.gemini_live import GeminiLiveStandin, StandinConfig  # noqa: E402
+
+UTTERANCE = "Tell me something interesting about this appliance."
+
+
+async def model_drop_trials(stack_: ProcessStack, standin: GeminiLiveStandin, trials: int) -> list[float]:
+    """One call; per trial: speak, drop the model link as the answer starts, time the recovery."""
+    results = []
+    started = time.monotonic()
+    async with Caller(stack_.token_url, name="Bench") as caller:
+        await greeted(caller, standin, started)
+        for _ in range(trials):
+            current = standin.sessions[-1]
+            answered_before = sum(1 for s in standin.sessions for t in s.turns if t.kind == "audio")
+            await caller.say(synthesize(UTTERANCE, MIC_SAMPLE_RATE))
+            sessions = await wait_sessions(
+                standin, started,
+                lambda ss: sum(1 for s in ss for t in s.turns if t.kind == "audio" and t.first_audio_at)
+                > answered_before,
+            )
+            dropped_at = time.monotonic()
+            standin.disconnect(current.session_id, code=1011)
+            sessions = await wait_sessions(
+                standin, dropped_at,
+                lambda ss: ss and any(t.kind == "audio" and t.first_audio_at for t in ss[-1].turns),
+            )
+            answer_sent = next(t.first_audio_at for t in sessions[-1].turns if t.kind == "audio")
+            await caller.wait_until(
+                lambda: caller.agent_audio.first_audible_after(answer_sent) is not None, 20, "the answer"
+            )
+            results.append(caller.agent_audio.first_audible_after(answer_sent) - dropped_at)
+            await wait_sessions(standin, dropped_at, lambda ss: all(t.turn_complete_at for t in ss[-1].turns), 40)
+            await asyncio.sleep(1.0)
+    return results
+
+
+async def worker_kill_trials(stack_: ProcessStack, standin: GeminiLiveStandin, trials: int) -> list[float]:
+    """One call; per trial: SIGKILL the worker, time until a new agent is heard in the room."""
+    results = []
+    started = time.monotonic()
+    async with Caller(stack_.token_url, name="Bench") as caller:
+        await greeted(caller, standin, started)
+        for _ in range(trials):
+            pid = await wait_worker_ready(stack_, None)
+            await asyncio.sleep(3.0)  # the worker's idle job processes are up
+            old_agent = caller.agent_identity()
+            killed_at = time.monotonic()
+            os.killpg(pid, signal.SIGKILL)
+            await caller.wait_until(
+                lambda: caller.agent_identity() not in (None, old_agent)
+                and caller.agent_audio.first_audible_after(killed_at + 0.5) is not None,
+                90, "the new agent",
+            )
+            results.append(caller.agent_audio.first_audible_after(killed_at + 0.5) - killed_at)
+            await wait_worker_ready(stack_, pid)
+            await asyncio.sleep(4.0)  # let the resume line finish
+    return results
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--drops", type=int, default=10, help="model drops (default 10)")
+    parser.add_argument("--kills", type=int, default=5, help="worker kills (default 5)")
+    args = parser.parse_args()
+    if args.drops < 1 or args.kills < 1:
+        parser.error("--drops and --kills must be at least 1")
+    with tempfile.TemporaryDirectory(prefix="bench-recovery-") as tmp:
+        standin = GeminiLiveStandin(StandinConfig(), cert_dir=Path(tmp, "certs"))
+        standin.start()
+        overrides = isolated_overrides(Path(tmp, "state"), standin.base_url, str(standin.ca_file))
+        processes = ProcessStack(stack.build_env(env_file=None, overrides=overrides), Path(tmp, "logs"))
+        try:
+            processes.start()
+            drops = asyncio.run(model_drop_trials(processes, standin, args.drops))
+            kills = asyncio.run(worker_kill_trials(processes, standin, args.kills))
+        finally:
+            processes.close()
+            standin.stop()
+    print(summary("model drop -> agent audio again", drops))
+    print(summary("worker kill -> agent back", kills))
+    print(json.dumps({
+        name: {"p50": round(percentile(v, 50) * 1000), "p95": round(percentile(v, 95) * 1000), "n": len(v)}
+        for name, v in (("model_drop_to_audio_ms", drops), ("worker_kill_to_agent_ms", kills))
+    }))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
