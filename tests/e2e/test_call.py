@@ -39,9 +39,16 @@ def session_for(standin: GeminiLiveStandin, after: float) -> SessionRecord:
 async def test_a_call_greets_listens_calls_a_tool_and_answers(
     native_stack: ProcessStack, standin: GeminiLiveStandin
 ) -> None:
+    await check_a_whole_call(native_stack.token_url, standin)
+
+
+async def check_a_whole_call(token_url: str, standin: GeminiLiveStandin) -> None:
+    """One call through the token endpoint at `token_url`: greeting, a spoken question, a tool
+    call and the answer, checked at the caller and at the model. Also run through the
+    compose stack's HTTPS front door (tests/compose)."""
     speech = synthesize(UTTERANCE, MIC_SAMPLE_RATE)
     started = time.monotonic()
-    async with Caller(native_stack.token_url, name="Ada") as caller:
+    async with Caller(token_url, name="Ada") as caller:
         agent_identity = caller.agent_identity
 
         # The agent joins by itself (dispatched by the token) and greets first.
