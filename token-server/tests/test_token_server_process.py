@@ -24,6 +24,10 @@ BAD_ENVS = [
     pytest.param({**GOOD_ENV, "LIVEKIT_API_SECRET": "secret"}, "LIVEKIT_API_SECRET is LiveKit's dev default", id="dev"),
     pytest.param({**GOOD_ENV, "LIVEKIT_API_SECRET": "short-secret-xyz"}, "at least 32 characters", id="short"),
     pytest.param({"LIVEKIT_API_KEY": "APIkey", "LIVEKIT_API_SECRET": API_SECRET}, "AGENT_NAME is not set", id="no-agent"),
+    pytest.param({**GOOD_ENV, "TOKEN_SERVER_HOST": "0.0.0.0:8090"}, "TOKEN_AUTH_MODE=open refuses", id="open-exposed"),
+    pytest.param({**GOOD_ENV, "TOKEN_AUTH_MODE": "shared-key", "TOKEN_SHARED_KEYS": "short-secret-xyz"},
+                 "at least 32 characters", id="short-shared-key"),
+    pytest.param({**GOOD_ENV, "TOKEN_AUTH_MODE": "oidc"}, "needs OIDC_ISSUER and OIDC_AUDIENCE", id="oidc-incomplete"),
 ]
 
 

@@ -31,7 +31,27 @@ SERVER_ENV = (
     "PARTICIPANT_ATTRIBUTES_MAX_ITEMS",
     "TOKEN_MAX_REQUEST_BYTES",
     "LOG_LEVEL",
+    "TOKEN_AUTH_MODE",
+    "TOKEN_SERVER_HOST",
+    "TOKEN_ALLOW_OPEN_PUBLIC",
+    "TOKEN_SHARED_KEYS",
+    "OIDC_ISSUER",
+    "OIDC_AUDIENCE",
+    "OIDC_JWKS_URL",
+    "OIDC_ALGORITHMS",
+    "OIDC_LEEWAY_SECONDS",
+    "OIDC_JWKS_CACHE_SECONDS",
+    "REDIS_URL",
+    "TOKEN_RATE_LIMIT_PER_ADDRESS",
+    "TOKEN_RATE_LIMIT_PER_IDENTITY",
+    "TOKEN_MAX_SESSIONS_PER_IDENTITY",
+    "TOKEN_SESSION_MAX_SECONDS",
+    "TOKEN_TRUSTED_PROXY_HOPS",
+    "TOKEN_CORS_ORIGINS",
 )
+
+#: A shared API key for `shared-key` mode tests (32+ characters).
+SHARED_KEY = "backend-key-0123456789abcdefghijklmnopqrstuv"
 
 
 def make_settings(**overrides: object) -> Settings:
@@ -51,6 +71,16 @@ def make_settings(**overrides: object) -> Settings:
         "participant_attributes_max_items": 8,
         "token_max_request_bytes": 8192,
         "log_level": "INFO",
+        "token_auth_mode": "open",
+        "token_server_host": "127.0.0.1",
+        "token_allow_open_public": False,
+        "redis_url": "",
+        "token_rate_limit_per_address": "60/minute;600/hour",
+        "token_rate_limit_per_identity": "10/minute;100/hour",
+        "token_max_sessions_per_identity": 3,
+        "token_session_max_seconds": 3600,
+        "token_trusted_proxy_hops": 1,
+        "token_cors_origins": "",
     }
     values.update(overrides)
     return Settings(**values)  # type: ignore[arg-type]

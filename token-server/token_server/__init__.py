@@ -1,16 +1,21 @@
 """The appliance's token server: LiveKit's standard token endpoint.
 
 ``POST /api/token`` mints a short-lived, least-privilege join token for a fresh room
-whose configuration dispatches the agent (see `tokens`). Serve it with
-``gunicorn 'token_server:create_app()'``.
+whose configuration dispatches the agent (see `tokens`), for callers authenticated as
+`TOKEN_AUTH_MODE` says (`auth`), within rate limits and a per-identity session cap
+(`ratelimit`, `sessions`). ``POST /api/livekit/webhook`` records LiveKit's room and
+participant events (`webhooks`). Serve it with ``gunicorn 'token_server:create_app()'``.
 """
 
 from __future__ import annotations
 
+import structlog
 from flask import Flask
 
-from . import api, errors, health, metrics
+from . import api, errors, health, metrics, ratelimit, security, webhooks
+from .auth import create_authenticator
 from .log import configure_logging
+from .sessions import create_store
 from .settings import Settings, load_settings_or_exit
 
 __all__ = ["Settings", "create_app"]
@@ -34,6 +39,15 @@ def create_app(settings: Settings | None = None) -> Flask:
     app.json.sort_keys = False  # type: ignore[attr-defined]
     errors.init_app(app)
     metrics.init_app(app)
+    security.init_app(app, settings)
+    ratelimit.init_app(app, settings)
+    store = create_store(settings.redis_url.get_secret_value())
     app.register_blueprint(health.bp)
-    api.init_app(app, settings)
+    api.init_app(app, settings, create_authenticator(settings), store)
+    webhooks.init_app(app, settings, store)
+    if settings.token_auth_mode == "open" and settings.exposed:
+        structlog.get_logger("token_server").warning(
+            "open_mode_exposed", host=settings.token_server_host,
+            detail="TOKEN_ALLOW_OPEN_PUBLIC=true: anyone who reaches this server gets tokens",
+        )
     return app

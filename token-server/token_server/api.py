@@ -1,5 +1,10 @@
 """The HTTP API: ``POST /api/token`` (LiveKit's standard token endpoint) and
-``GET /api/openapi.yaml``."""
+``GET /api/openapi.yaml``.
+
+A token request goes through, in order: the per-address rate limit, authentication
+(`auth`), the body, the per-identity rate limit, the concurrent-session cap
+(`sessions`), then minting (`tokens`). Each step refuses with its own JSON error.
+"""
 
 from __future__ import annotations
 
@@ -12,8 +17,10 @@ import structlog
 from flask import Blueprint, Flask, Request, Response, current_app, jsonify, request
 from pydantic import ValidationError
 
+from .auth import IDENTITY_HEADER, Authenticator
 from .errors import ApiError
 from .metrics import get_metrics
+from .ratelimit import get_limits
 from .schemas import (
     SERVER_CHOSEN_FIELDS,
     RequestLimits,
@@ -21,20 +28,25 @@ from .schemas import (
     describe_request_error,
     server_chosen_fields,
 )
+from .sessions import SessionStore
 from .settings import Settings
-from .tokens import mint_token
+from .tokens import mint_token, new_identity, new_room_name
 
 log = structlog.get_logger("token_server")
 
 bp = Blueprint("api", __name__, url_prefix="/api")
 
 _SETTINGS = "token_server.settings"
+_AUTH = "token_server.auth"
+_STORE = "token_server.sessions"
 _HOST = re.compile(r"^(?:[A-Za-z0-9.-]+|\[[0-9A-Fa-f:.]+\])(?::[0-9]{1,5})?$")
 
 
-def init_app(app: Flask, settings: Settings) -> None:
-    """Attach `settings` and register the API blueprint on `app`."""
+def init_app(app: Flask, settings: Settings, authenticator: Authenticator, store: SessionStore) -> None:
+    """Attach `settings`, the authenticator and the session store; register the blueprint."""
     app.extensions[_SETTINGS] = settings
+    app.extensions[_AUTH] = authenticator
+    app.extensions[_STORE] = store
     app.config["MAX_CONTENT_LENGTH"] = settings.token_max_request_bytes
     app.register_blueprint(bp)
 
@@ -95,11 +107,18 @@ def read_json_object(req: Request) -> dict[str, Any]:
     return data
 
 
-def parse_token_request(data: dict[str, Any], limits: RequestLimits) -> TokenRequest:
+def parse_token_request(
+    data: dict[str, Any], limits: RequestLimits, identity_from_body: bool = True
+) -> TokenRequest:
     """Validate a request body.
 
+    Args:
+        identity_from_body: False outside open mode, where the identity comes from the
+            verified credential and ``participant_identity`` is refused.
+
     Raises:
-        ApiError: 403 ``field_not_allowed`` for ``room_name`` / ``room_config``;
+        ApiError: 403 ``field_not_allowed`` for ``room_name`` / ``room_config`` (and
+            ``participant_identity`` when not `identity_from_body`);
             422 ``validation_error`` (one message naming every bad field) otherwise.
     """
     refused = server_chosen_fields(data)
@@ -109,6 +128,13 @@ def parse_token_request(data: dict[str, Any], limits: RequestLimits) -> TokenReq
             "field_not_allowed",
             f"{', '.join(refused)}: chosen by the server; a client may not set "
             f"{'it' if len(refused) == 1 else 'them'}",
+        )
+    if not identity_from_body and data.get("participant_identity") is not None:
+        raise ApiError(
+            403,
+            "field_not_allowed",
+            "participant_identity: taken from the verified credentials (ID token subject, or "
+            f"the {IDENTITY_HEADER} header from a backend holding an API key), never from the body",
         )
     body = {key: value for key, value in data.items() if key not in SERVER_CHOSEN_FIELDS}
     try:
@@ -125,9 +151,34 @@ def issue_token() -> tuple[Response, int]:
     [, "participant_name"]}``; errors as in `errors`.
     """
     settings = _settings()
-    token_request = parse_token_request(read_json_object(request), RequestLimits.from_settings(settings))
+    limits = get_limits()
+    limits.check_address(request.remote_addr or "unknown")
+    authenticator: Authenticator = current_app.extensions[_AUTH]
+    caller = authenticator.authenticate(request)
+    token_request = parse_token_request(
+        read_json_object(request),
+        RequestLimits.from_settings(settings),
+        identity_from_body=caller.identity is None,
+    )
+    chosen = caller.identity or token_request.participant_identity
+    if chosen is not None:
+        limits.check_identity(chosen)
+    identity = chosen or new_identity()
     server_url = server_url_for(settings, request)
-    issued = mint_token(settings, token_request)
+
+    room_name = new_room_name()
+    store: SessionStore = current_app.extensions[_STORE]
+    cap = settings.token_max_sessions_per_identity
+    reservation = store.reserve(identity, room_name, settings.token_ttl_seconds, cap)
+    if not reservation.granted:
+        raise ApiError(
+            429,
+            "too_many_sessions",
+            f"this identity already has {cap} call{'s' if cap != 1 else ''} open or pending; "
+            f"retry in {reservation.retry_after_s} s",
+            {"Retry-After": str(reservation.retry_after_s)},
+        )
+    issued = mint_token(settings, token_request, identity=identity, room_name=room_name)
 
     metrics = get_metrics(current_app)
     if metrics is not None:
@@ -136,6 +187,7 @@ def issue_token() -> tuple[Response, int]:
         "token_issued",
         room=issued.room_name,
         identity=issued.participant_identity,
+        auth_mode=caller.mode,
         agent_name=settings.agent_name,
         ttl_s=settings.token_ttl_seconds,
     )

@@ -21,12 +21,16 @@ class Metrics:
     """The server's counters.
 
     `tokens_issued`: ``token_server_tokens_issued_total``.
-    `requests_rejected`: ``token_server_requests_rejected_total{code=...}``, by error code.
+    `requests_rejected`: ``token_server_requests_rejected_total{code=...}``, by error code
+    (``unauthorized``, ``rate_limited``, ``too_many_sessions``, ...).
+    `webhook_events`: ``token_server_webhook_events_total{event=...}``, verified LiveKit
+    webhook deliveries by event name.
     """
 
     registry: CollectorRegistry
     tokens_issued: Counter
     requests_rejected: Counter
+    webhook_events: Counter
 
 
 def init_app(app: Flask) -> Metrics:
@@ -41,6 +45,12 @@ def init_app(app: Flask) -> Metrics:
             "token_server_requests_rejected",
             "Requests answered with an error, by error code.",
             ["code"],
+            registry=registry,
+        ),
+        webhook_events=Counter(
+            "token_server_webhook_events",
+            "Verified LiveKit webhook deliveries, by event.",
+            ["event"],
             registry=registry,
         ),
     )

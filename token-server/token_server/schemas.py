@@ -62,6 +62,21 @@ def _has_control_characters(text: str) -> bool:
     return any(unicodedata.category(ch) in {"Cc", "Zl", "Zp"} for ch in text)
 
 
+def identity_problem(value: str, max_length: int) -> str | None:
+    """Why `value` is not an acceptable caller-chosen identity, or None when it is.
+
+    Used for the body's ``participant_identity`` (open mode) and the trusted backend's
+    ``X-Participant-Identity`` header (shared-key mode).
+    """
+    if not 1 <= len(value) <= max_length:
+        return f"must be 1-{max_length} characters long"
+    if not IDENTITY_PATTERN.match(value):
+        return "may contain only letters, digits, '_', '.' and '-'"
+    if value.lower().startswith(RESERVED_IDENTITY_PREFIX):
+        return f"may not start with '{RESERVED_IDENTITY_PREFIX}' (reserved for agents)"
+    return None
+
+
 class TokenRequest(BaseModel):
     """Body of ``POST /api/token``: LiveKit's standard token request, minus the fields
     the server chooses (`room_name`, `room_config`, refused before this model runs).
@@ -90,13 +105,9 @@ class TokenRequest(BaseModel):
     def _identity(cls, value: str | None, info: ValidationInfo) -> str | None:
         if value is None:
             return None
-        limit = _limits(info).identity_max_length
-        if not 1 <= len(value) <= limit:
-            raise _invalid(f"must be 1-{limit} characters long")
-        if not IDENTITY_PATTERN.match(value):
-            raise _invalid("may contain only letters, digits, '_', '.' and '-'")
-        if value.lower().startswith(RESERVED_IDENTITY_PREFIX):
-            raise _invalid(f"may not start with '{RESERVED_IDENTITY_PREFIX}' (reserved for agents)")
+        problem = identity_problem(value, _limits(info).identity_max_length)
+        if problem:
+            raise _invalid(problem)
         return value
 
     @field_validator("participant_name")

@@ -6,10 +6,14 @@ Variable names carry no prefix: they are the stack's shared environment (the sam
 
 from __future__ import annotations
 
+import ipaddress
 import re
 import sys
+from typing import Literal
+from urllib.parse import urlsplit
 
-from pydantic import Field, SecretStr, ValidationError, field_validator
+from limits import parse_many
+from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 #: LiveKit's `--dev` secret (`devkey: secret`); never acceptable outside a laptop.
@@ -21,6 +25,40 @@ MIN_SECRET_LENGTH = 32
 CONFIG_ERROR_EXIT_CODE = 4
 
 _AGENT_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
+
+#: How callers prove who they are (`TOKEN_AUTH_MODE`); see `auth`.
+AuthMode = Literal["open", "shared-key", "oidc"]
+#: ID token signature algorithms an operator may allow: asymmetric only, so a token can
+#: never be signed with something the server publishes (no HS*, no `none`).
+ASYMMETRIC_ALGORITHMS = frozenset(
+    {"RS256", "RS384", "RS512", "PS256", "PS384", "PS512", "ES256", "ES384", "ES512", "EdDSA"}
+)
+#: Shortest accepted shared API key (same bar as the LiveKit secret).
+MIN_SHARED_KEY_LENGTH = 32
+
+
+def split_list(value: str) -> list[str]:
+    """``"a, b,,c"`` -> ``["a", "b", "c"]`` (comma-separated setting values)."""
+    return [item.strip() for item in value.split(",") if item.strip()]
+
+
+def is_loopback_host(host: str) -> bool:
+    """Whether `host` (an address, ``[v6]`` or ``localhost``) only accepts connections from
+    this machine. Empty, ``0.0.0.0``, ``::`` and host names count as reachable from outside."""
+    host = host.strip().removeprefix("[").removesuffix("]")
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False  # a host name or all interfaces ("", "0.0.0.0", "::"): reachable from outside
+
+
+def _https_or_loopback(url: str) -> bool:
+    parts = urlsplit(url)
+    if not parts.hostname:
+        return False
+    return parts.scheme == "https" or (parts.scheme == "http" and is_loopback_host(parts.hostname))
 
 
 class Settings(BaseSettings):
@@ -83,6 +121,88 @@ class Settings(BaseSettings):
 
     log_level: str = Field(default="INFO", validation_alias="LOG_LEVEL")
 
+    # --- Who may get a token (see README "Security") ---------------------------------
+    #: `open`: anyone on this machine (other machines only if allowed below);
+    #: `shared-key`: a backend holding one of `TOKEN_SHARED_KEYS`; `oidc`: a user with a
+    #: valid ID token from the configured issuer.
+    token_auth_mode: AuthMode = Field(default="open", validation_alias="TOKEN_AUTH_MODE")
+    #: The address gunicorn listens on: the Procfile (and the container image) run
+    #: ``gunicorn --bind $TOKEN_SERVER_HOST:$TOKEN_SERVER_PORT``. `open` mode refuses a
+    #: non-loopback address unless `token_allow_open_public`.
+    token_server_host: str = Field(default="127.0.0.1", validation_alias="TOKEN_SERVER_HOST")
+    token_allow_open_public: bool = Field(default=False, validation_alias="TOKEN_ALLOW_OPEN_PUBLIC")
+    #: `shared-key` mode: comma-separated bearer keys (several, to rotate), each at least
+    #: 32 characters.
+    token_shared_keys: SecretStr = Field(default=SecretStr(""), validation_alias="TOKEN_SHARED_KEYS")
+    #: `oidc` mode: expected `iss` (comma-separated when a provider uses several spellings),
+    #: expected `aud` (comma-separated: any one matches), the JWKS URL (empty: discovered
+    #: from the first issuer's ``/.well-known/openid-configuration``), allowed algorithms,
+    #: clock leeway and how long fetched keys are cached (seconds).
+    oidc_issuer: str = Field(default="", validation_alias="OIDC_ISSUER")
+    oidc_audience: str = Field(default="", validation_alias="OIDC_AUDIENCE")
+    oidc_jwks_url: str = Field(default="", validation_alias="OIDC_JWKS_URL")
+    oidc_algorithms: str = Field(default="RS256,ES256", validation_alias="OIDC_ALGORITHMS")
+    oidc_leeway_seconds: int = Field(default=30, ge=0, le=300, validation_alias="OIDC_LEEWAY_SECONDS")
+    oidc_jwks_cache_seconds: int = Field(
+        default=300, ge=10, le=86400, validation_alias="OIDC_JWKS_CACHE_SECONDS"
+    )
+
+    # --- Limits -------------------------------------------------------------------------
+    #: Rate limits and session records live here (``redis://...``); empty: in this process's
+    #: memory (one gunicorn worker only; lost on restart).
+    redis_url: SecretStr = Field(default=SecretStr(""), validation_alias="REDIS_URL")
+    #: Token requests per client address and per identity (Flask-Limiter notation,
+    #: ``;``-separated: ``"10/minute;100/hour"``).
+    token_rate_limit_per_address: str = Field(
+        default="60/minute;600/hour", validation_alias="TOKEN_RATE_LIMIT_PER_ADDRESS"
+    )
+    token_rate_limit_per_identity: str = Field(
+        default="10/minute;100/hour", validation_alias="TOKEN_RATE_LIMIT_PER_IDENTITY"
+    )
+    #: Calls one identity may have at once: tokens not used yet (for the token TTL) plus
+    #: rooms joined and not yet left (from LiveKit's webhooks).
+    token_max_sessions_per_identity: int = Field(
+        default=3, ge=1, le=1000, validation_alias="TOKEN_MAX_SESSIONS_PER_IDENTITY"
+    )
+    #: How long a joined call counts at most when LiveKit never reports that it ended.
+    token_session_max_seconds: int = Field(
+        default=3600, ge=60, le=86400, validation_alias="TOKEN_SESSION_MAX_SECONDS"
+    )
+    #: Reverse proxies in front of this server whose ``X-Forwarded-For`` is trusted for the
+    #: client address (1: the native front door, Caddy). 0 when clients connect directly.
+    token_trusted_proxy_hops: int = Field(default=1, ge=0, le=5, validation_alias="TOKEN_TRUSTED_PROXY_HOPS")
+    #: Browser origins allowed to call the API cross-origin (comma-separated, exact
+    #: ``scheme://host[:port]``); empty: same origin only (no CORS headers).
+    token_cors_origins: str = Field(default="", validation_alias="TOKEN_CORS_ORIGINS")
+
+    # --- Derived views of the raw values -------------------------------------------------
+
+    @property
+    def shared_keys(self) -> list[str]:
+        """`TOKEN_SHARED_KEYS` as a list (secrets: never log them)."""
+        return split_list(self.token_shared_keys.get_secret_value())
+
+    @property
+    def oidc_issuers(self) -> list[str]:
+        return split_list(self.oidc_issuer)
+
+    @property
+    def oidc_audiences(self) -> list[str]:
+        return split_list(self.oidc_audience)
+
+    @property
+    def oidc_algorithm_list(self) -> list[str]:
+        return split_list(self.oidc_algorithms)
+
+    @property
+    def cors_origins(self) -> frozenset[str]:
+        return frozenset(origin.rstrip("/") for origin in split_list(self.token_cors_origins))
+
+    @property
+    def exposed(self) -> bool:
+        """Whether `token_server_host` accepts connections from other machines."""
+        return not is_loopback_host(self.token_server_host)
+
     @field_validator("livekit_api_secret")
     @classmethod
     def _strong_secret(cls, value: SecretStr) -> SecretStr:
@@ -116,6 +236,71 @@ class Settings(BaseSettings):
             raise ValueError("must be one of DEBUG, INFO, WARNING, ERROR, CRITICAL")
         return value
 
+    @field_validator("token_rate_limit_per_address", "token_rate_limit_per_identity")
+    @classmethod
+    def _rate_limit(cls, value: str) -> str:
+        try:
+            if not parse_many(value):
+                raise ValueError
+        except ValueError:
+            raise ValueError('must be rate limits such as "10/minute;100/hour"') from None
+        return value
+
+    @field_validator("oidc_algorithms")
+    @classmethod
+    def _algorithms(cls, value: str) -> str:
+        algorithms = split_list(value)
+        refused = [a for a in algorithms if a not in ASYMMETRIC_ALGORITHMS]
+        if not algorithms or refused:
+            raise ValueError(
+                f"must list asymmetric algorithms only (any of {', '.join(sorted(ASYMMETRIC_ALGORITHMS))})"
+            )
+        return value
+
+    @field_validator("redis_url")
+    @classmethod
+    def _redis_url(cls, value: SecretStr) -> SecretStr:
+        url = value.get_secret_value()
+        if url and urlsplit(url).scheme not in {"redis", "rediss", "unix"}:
+            raise ValueError("must be a redis://, rediss:// or unix:// URL (or empty for in-memory)")
+        return value
+
+    @field_validator("token_cors_origins")
+    @classmethod
+    def _cors_origins(cls, value: str) -> str:
+        for origin in split_list(value):
+            if origin == "*" or not re.match(r"^https?://[^/\s?#]+/?$", origin):
+                raise ValueError("must be exact origins such as https://app.example.org (no '*')")
+        return value
+
+    @model_validator(mode="after")
+    def _auth_mode_is_complete(self) -> Settings:
+        """Each mode's own requirements; messages name the variables, never their values."""
+        if self.token_auth_mode == "open":
+            if self.exposed and not self.token_allow_open_public:
+                raise ValueError(
+                    f"TOKEN_AUTH_MODE=open refuses to listen on TOKEN_SERVER_HOST={self.token_server_host or '(all)'}, "
+                    "which is reachable from other machines: anyone could get tokens and spend the "
+                    "model budget. Use TOKEN_AUTH_MODE=shared-key or oidc, listen on 127.0.0.1, or set "
+                    "TOKEN_ALLOW_OPEN_PUBLIC=true to accept that"
+                )
+        elif self.token_auth_mode == "shared-key":
+            keys = self.shared_keys
+            if not keys:
+                raise ValueError("TOKEN_AUTH_MODE=shared-key needs TOKEN_SHARED_KEYS")
+            if any(len(key) < MIN_SHARED_KEY_LENGTH for key in keys):
+                raise ValueError(f"TOKEN_SHARED_KEYS: every key must be at least {MIN_SHARED_KEY_LENGTH} characters long")
+            if self.livekit_api_secret.get_secret_value() in keys:
+                raise ValueError("TOKEN_SHARED_KEYS must not contain LIVEKIT_API_SECRET")
+        else:
+            if not self.oidc_issuers or not self.oidc_audiences:
+                raise ValueError("TOKEN_AUTH_MODE=oidc needs OIDC_ISSUER and OIDC_AUDIENCE")
+            # Keys are fetched from OIDC_JWKS_URL, or discovered from the first issuer.
+            name, url = ("OIDC_JWKS_URL", self.oidc_jwks_url) if self.oidc_jwks_url else ("OIDC_ISSUER", self.oidc_issuers[0])
+            if not _https_or_loopback(url):
+                raise ValueError(f"{name} must be an https:// URL (http:// only on this machine)")
+        return self
+
 
 def describe_settings_error(error: ValidationError) -> str:
     """One line naming each refused variable, e.g. ``LIVEKIT_API_SECRET must be ...``.
@@ -124,7 +309,10 @@ def describe_settings_error(error: ValidationError) -> str:
     """
     problems = []
     for item in error.errors(include_input=False, include_url=False):
-        name = str(item["loc"][0]) if item["loc"] else "settings"
+        if not item["loc"]:  # a rule across variables: its message names them
+            problems.append(str(item["msg"]).removeprefix("Value error, "))
+            continue
+        name = str(item["loc"][0])
         field = Settings.model_fields.get(name)
         if field is not None and isinstance(field.validation_alias, str):
             name = field.validation_alias

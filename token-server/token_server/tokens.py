@@ -82,17 +82,27 @@ def room_configuration(
     )
 
 
-def mint_token(settings: Settings, request: TokenRequest) -> IssuedToken:
+def mint_token(
+    settings: Settings,
+    request: TokenRequest,
+    identity: str | None = None,
+    room_name: str | None = None,
+) -> IssuedToken:
     """Mint a join token for a new room with the agent dispatched.
 
     The token lives `settings.token_ttl_seconds` seconds (it only gates the first
-    connect). Identity defaults to `new_identity()`.
+    connect).
+
+    Args:
+        identity: the caller's identity (from authentication); default the request's
+            ``participant_identity``, else `new_identity()`.
+        room_name: default `new_room_name()`.
 
     Raises:
         ValueError: from livekit-api if the key or secret is empty (prevented by `Settings`).
     """
-    room_name = new_room_name()
-    identity = request.participant_identity or new_identity()
+    room_name = room_name or new_room_name()
+    identity = identity or request.participant_identity or new_identity()
     name = request.participant_name
     builder = (
         api.AccessToken(settings.livekit_api_key, settings.livekit_api_secret.get_secret_value())

@@ -1,0 +1,175 @@
+"""Rate limits (per address, per identity), the concurrent-session cap, and the client
+address behind the front door; in memory and in a real Redis."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+import redis
+from flask.testing import FlaskClient
+from werkzeug.test import TestResponse
+
+from token_server import create_app
+from token_server.sessions import MemorySessionStore, RedisSessionStore, SessionStore
+
+from tokenserver_testing import SHARED_KEY, make_settings
+
+STORES = ["memory", "redis"]
+
+
+def make_client(store: str, redis_url: str | None, **overrides: object) -> FlaskClient:
+    values: dict[str, object] = {"redis_url": redis_url if store == "redis" else ""}
+    values.update(overrides)
+    return create_app(make_settings(**values)).test_client()
+
+
+@pytest.fixture(params=STORES)
+def store_kind(request: pytest.FixtureRequest) -> str:
+    return str(request.param)
+
+
+@pytest.fixture
+def url_for_store(store_kind: str, request: pytest.FixtureRequest) -> str | None:
+    return request.getfixturevalue("redis_url") if store_kind == "redis" else None
+
+
+def assert_429(response: TestResponse, code: str) -> int:
+    assert response.status_code == 429, response.get_json()
+    assert response.get_json()["error"]["code"] == code
+    retry_after = int(response.headers["Retry-After"])
+    assert retry_after >= 1
+    return retry_after
+
+
+def as_user(identity: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {SHARED_KEY}", "X-Participant-Identity": identity}
+
+
+def test_burst_from_one_identity_is_limited_while_another_is_served(store_kind: str, url_for_store: str | None) -> None:
+    client = make_client(
+        store_kind, url_for_store, token_auth_mode="shared-key", token_shared_keys=SHARED_KEY,
+        token_rate_limit_per_identity="5/minute", token_max_sessions_per_identity=100,
+    )
+    statuses = [client.post("/api/token", json={}, headers=as_user("burster")).status_code for _ in range(12)]
+    assert statuses == [201] * 5 + [429] * 7
+    retry_after = assert_429(client.post("/api/token", json={}, headers=as_user("burster")), "rate_limited")
+    assert retry_after <= 60
+    assert client.post("/api/token", json={}, headers=as_user("patient")).status_code == 201
+
+
+def test_per_address_limit_counts_failed_authentication(store_kind: str, url_for_store: str | None) -> None:
+    client = make_client(
+        store_kind, url_for_store, token_auth_mode="shared-key", token_shared_keys=SHARED_KEY,
+        token_rate_limit_per_address="3/minute",
+    )
+    wrong = {"Authorization": "Bearer guess-0123456789abcdefghijklmnopqrstuvwxyz", "X-Participant-Identity": "x"}
+    assert [client.post("/api/token", json={}, headers=wrong).status_code for _ in range(3)] == [401] * 3
+    # The right key is too late: this address used its budget guessing.
+    assert_429(client.post("/api/token", json={}, headers=as_user("x")), "rate_limited")
+
+
+def test_addresses_behind_the_front_door_are_told_apart() -> None:
+    client = create_app(make_settings(token_rate_limit_per_address="2/minute", token_trusted_proxy_hops=1,
+                                      token_allow_open_public=True)).test_client()
+    first = {"X-Forwarded-For": "203.0.113.7"}
+    assert [client.post("/api/token", json={}, headers=first).status_code for _ in range(3)] == [201, 201, 429]
+    assert client.post("/api/token", json={}, headers={"X-Forwarded-For": "198.51.100.9"}).status_code == 201
+    # Only the hop the front door added counts: a client cannot prepend its own.
+    spoofed = {"X-Forwarded-For": "1.2.3.4, 203.0.113.7"}
+    assert client.post("/api/token", json={}, headers=spoofed).status_code == 429
+
+
+def test_without_a_proxy_forwarded_for_is_ignored() -> None:
+    client = create_app(make_settings(token_rate_limit_per_address="2/minute", token_trusted_proxy_hops=0)).test_client()
+    statuses = [client.post("/api/token", json={}, headers={"X-Forwarded-For": f"10.0.0.{n}"}).status_code
+                for n in range(3)]
+    assert statuses == [201, 201, 429]
+
+
+def test_open_mode_limits_a_body_identity(store_kind: str, url_for_store: str | None) -> None:
+    client = make_client(store_kind, url_for_store, token_rate_limit_per_identity="2/minute",
+                         token_max_sessions_per_identity=100)
+    statuses = [client.post("/api/token", json={"participant_identity": "same"}).status_code for _ in range(3)]
+    assert statuses == [201, 201, 429]
+    # Anonymous callers get fresh random identities: only the address limit applies.
+    assert all(client.post("/api/token", json={}).status_code == 201 for _ in range(3))
+
+
+def test_concurrent_session_cap(store_kind: str, url_for_store: str | None) -> None:
+    client = make_client(store_kind, url_for_store, token_max_sessions_per_identity=2, token_ttl_seconds=120)
+    for _ in range(2):
+        assert client.post("/api/token", json={"participant_identity": "caller"}).status_code == 201
+    retry_after = assert_429(client.post("/api/token", json={"participant_identity": "caller"}), "too_many_sessions")
+    assert 100 <= retry_after <= 120  # until the first unused token expires
+    assert client.post("/api/token", json={"participant_identity": "other"}).status_code == 201
+
+
+# --- the stores themselves ---------------------------------------------------------------
+
+
+def make_store(kind: str, url: str | None) -> SessionStore:
+    if kind == "redis":
+        assert url
+        return RedisSessionStore(redis.Redis.from_url(url, decode_responses=True))
+    return MemorySessionStore()
+
+
+def test_store_lifecycle(store_kind: str, url_for_store: str | None) -> None:
+    store = make_store(store_kind, url_for_store)
+    assert store.reserve("ann", "room-a", pending_s=60, cap=2).granted
+    assert store.reserve("ann", "room-b", pending_s=60, cap=2).granted
+    refused = store.reserve("ann", "room-c", pending_s=60, cap=2)
+    assert not refused.granted and 55 <= refused.retry_after_s <= 60
+    assert store.active("ann") == 2
+
+    # Joined: counts for the live span instead of the token TTL.
+    store.joined("ann", "room-a", live_s=3600)
+    # The agent joins too: not ann's session, not counted for anyone.
+    store.joined("agent-AJ_x", "room-a", live_s=3600)
+    assert store.active("agent-AJ_x") == 0
+    # Someone claiming ann's room under another identity does not take it over.
+    store.joined("mallory", "room-a", live_s=3600)
+    assert store.active("mallory") == 0
+
+    store.left("ann", "room-a")
+    assert store.active("ann") == 1
+    store.room_finished("room-b")
+    assert store.active("ann") == 0
+    assert store.reserve("ann", "room-d", pending_s=60, cap=2).granted
+
+
+def test_pending_sessions_expire(store_kind: str, url_for_store: str | None) -> None:
+    store = make_store(store_kind, url_for_store)
+    assert store.reserve("bo", "room-x", pending_s=1, cap=1).granted
+    assert not store.reserve("bo", "room-y", pending_s=1, cap=1).granted
+    time.sleep(1.2)
+    assert store.active("bo") == 0
+    assert store.reserve("bo", "room-y", pending_s=1, cap=1).granted
+
+
+def test_rejoin_after_leaving_counts_again(store_kind: str, url_for_store: str | None) -> None:
+    store = make_store(store_kind, url_for_store)
+    store.reserve("cy", "room-r", pending_s=60, cap=3)
+    store.joined("cy", "room-r", live_s=600)
+    store.left("cy", "room-r")
+    assert store.active("cy") == 0
+    store.joined("cy", "room-r", live_s=600)  # reconnected
+    assert store.active("cy") == 1
+
+
+def test_events_are_kept_in_order(store_kind: str, url_for_store: str | None) -> None:
+    store = make_store(store_kind, url_for_store)
+    for n in range(3):
+        store.record_event({"event": "participant_joined", "id": f"EV_{n}", "room": "r", "participant": "p"})
+    assert [e["id"] for e in store.events()] == ["EV_0", "EV_1", "EV_2"]
+    assert [e["id"] for e in store.events(2)] == ["EV_1", "EV_2"]
+
+
+def test_redis_down_is_503(tmp_path: object) -> None:
+    client = create_app(make_settings(redis_url="redis://127.0.0.1:1/0")).test_client()
+    response = client.post("/api/token", json={})
+    assert response.status_code == 503
+    body = response.get_json()
+    assert body["error"]["code"] == "storage_unavailable"
+    assert "127.0.0.1:1" not in response.get_data(as_text=True)

@@ -1,0 +1,129 @@
+"""``POST /api/livekit/webhook``: signed LiveKit events are recorded and feed the session
+cap; unsigned, forged or mismatched deliveries are refused."""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import json
+from datetime import timedelta
+
+import pytest
+from flask import Flask
+from flask.testing import FlaskClient
+from livekit import api
+
+from token_server import create_app
+from token_server.sessions import SessionStore
+
+from tokenserver_testing import API_KEY, API_SECRET, make_settings
+
+URL = "/api/livekit/webhook"
+
+
+def event_body(event: str, room: str = "room-abc", identity: str | None = None, event_id: str = "EV_1") -> bytes:
+    payload: dict[str, object] = {"event": event, "id": event_id, "createdAt": "1700000000",
+                                  "room": {"name": room, "sid": "RM_1"}}
+    if identity is not None:
+        payload["participant"] = {"identity": identity, "sid": "PA_1"}
+    return json.dumps(payload).encode()
+
+
+def signature(body: bytes, key: str = API_KEY, secret: str = API_SECRET, ttl_s: int = 300) -> str:
+    digest = base64.b64encode(hashlib.sha256(body).digest()).decode()
+    return api.AccessToken(key, secret).with_sha256(digest).with_ttl(timedelta(seconds=ttl_s)).to_jwt()
+
+
+def deliver(client: FlaskClient, body: bytes, auth: str | None) -> int:
+    headers = {} if auth is None else {"Authorization": auth}
+    return client.post(URL, data=body, headers=headers, content_type="application/webhook+json").status_code
+
+
+def store_of(app: Flask) -> SessionStore:
+    store: SessionStore = app.extensions["token_server.sessions"]
+    return store
+
+
+@pytest.mark.parametrize("event", ["room_started", "room_finished", "participant_joined", "participant_left"])
+def test_signed_events_are_recorded(app: Flask, client: FlaskClient, event: str) -> None:
+    body = event_body(event, identity=None if event.startswith("room") else "alice")
+    assert deliver(client, body, signature(body)) == 204
+    [recorded] = store_of(app).events()
+    assert recorded["event"] == event and recorded["room"] == "room-abc" and recorded["id"] == "EV_1"
+    assert recorded["participant"] == ("" if event.startswith("room") else "alice")
+
+
+def test_bearer_prefix_is_accepted(app: Flask, client: FlaskClient) -> None:
+    body = event_body("room_started")
+    assert deliver(client, body, "Bearer " + signature(body)) == 204
+
+
+def test_other_events_are_acknowledged_not_recorded(app: Flask, client: FlaskClient) -> None:
+    body = event_body("track_published", identity="alice")
+    assert deliver(client, body, signature(body)) == 204
+    assert store_of(app).events() == []
+
+
+@pytest.mark.parametrize(
+    "case",
+    ["missing", "empty", "wrong_secret", "wrong_key", "other_body", "expired", "garbage", "no_sha256"],
+)
+def test_unverified_deliveries_are_401(app: Flask, client: FlaskClient, case: str) -> None:
+    body = event_body("participant_joined", identity="alice")
+    auth = {
+        "missing": None,
+        "empty": "",
+        "wrong_secret": signature(body, secret="another-secret-0123456789abcdefghijklmnop"),
+        "wrong_key": signature(body, key="APIother"),
+        "other_body": signature(event_body("participant_left", identity="alice")),
+        "expired": signature(body, ttl_s=-600),
+        "garbage": "not-a-jwt",
+        "no_sha256": api.AccessToken(API_KEY, API_SECRET).to_jwt(),
+    }[case]
+    response = client.post(URL, data=body, headers={} if auth is None else {"Authorization": auth})
+    assert response.status_code == 401
+    assert response.get_json()["error"]["code"] == "invalid_signature"
+    assert store_of(app).events() == []
+
+
+def test_signed_non_event_is_400(client: FlaskClient) -> None:
+    body = b'{"event": 42, "room": "not an object"}'
+    response = client.post(URL, data=body, headers={"Authorization": signature(body)})
+    assert response.status_code == 400
+    assert response.get_json()["error"]["code"] == "invalid_body"
+
+
+def test_large_body_is_413(client: FlaskClient) -> None:
+    body = b"{" + b" " * 70_000 + b"}"
+    assert deliver(client, body, signature(body)) == 413
+
+
+def test_events_drive_the_session_cap() -> None:
+    app = create_app(make_settings(token_max_sessions_per_identity=1))
+    client = app.test_client()
+    first = client.post("/api/token", json={"participant_identity": "dana"}).get_json()
+    assert client.post("/api/token", json={"participant_identity": "dana"}).status_code == 429
+
+    joined = event_body("participant_joined", room=first["room_name"], identity="dana", event_id="EV_j")
+    assert deliver(client, joined, signature(joined)) == 204
+    assert client.post("/api/token", json={"participant_identity": "dana"}).status_code == 429
+
+    left = event_body("participant_left", room=first["room_name"], identity="dana", event_id="EV_l")
+    assert deliver(client, left, signature(left)) == 204
+    assert client.post("/api/token", json={"participant_identity": "dana"}).status_code == 201
+
+
+def test_room_finished_ends_the_owners_session() -> None:
+    app = create_app(make_settings(token_max_sessions_per_identity=1))
+    client = app.test_client()
+    first = client.post("/api/token", json={"participant_identity": "eli"}).get_json()
+    finished = event_body("room_finished", room=first["room_name"], event_id="EV_f")
+    assert deliver(client, finished, signature(finished)) == 204
+    assert client.post("/api/token", json={"participant_identity": "eli"}).status_code == 201
+
+
+def test_webhooks_are_not_rate_limited_like_tokens() -> None:
+    client = create_app(make_settings(token_rate_limit_per_address="1/minute")).test_client()
+    for n in range(5):
+        body = event_body("room_started", event_id=f"EV_{n}")
+        assert deliver(client, body, signature(body)) == 204

@@ -1,0 +1,107 @@
+"""``POST /api/livekit/webhook``: LiveKit's room and participant events, verified and
+recorded.
+
+livekit-server signs each delivery with the API key and secret: the ``Authorization``
+header is a JWT whose ``sha256`` claim is the body's hash. livekit-api's
+`WebhookReceiver` checks both; anything else is 401 ``invalid_signature``.
+
+Recorded (in the session store's event log, see `sessions`): ``room_started``,
+``room_finished``, ``participant_joined``, ``participant_left``, each with the room,
+the participant identity (when there is one) and LiveKit's event id and time. The last
+two also feed the concurrent-session cap. Other events are acknowledged and ignored.
+"""
+
+from __future__ import annotations
+
+import structlog
+from flask import Blueprint, Flask, current_app, request
+from google.protobuf.json_format import ParseError
+from livekit import api
+
+from .errors import ApiError
+from .metrics import get_metrics
+from .sessions import SessionStore
+from .settings import Settings
+
+log = structlog.get_logger("token_server")
+
+bp = Blueprint("webhooks", __name__, url_prefix="/api/livekit")
+
+_EXTENSION = "token_server.webhooks"
+#: Largest webhook body accepted (bytes): a room or participant record with metadata.
+WEBHOOK_MAX_BYTES = 65536
+RECORDED_EVENTS = ("room_started", "room_finished", "participant_joined", "participant_left")
+
+
+class WebhookHandler:
+    """Verifies deliveries and applies them to `store`."""
+
+    def __init__(self, settings: Settings, store: SessionStore) -> None:
+        verifier = api.TokenVerifier(settings.livekit_api_key, settings.livekit_api_secret.get_secret_value())
+        self._receiver = api.WebhookReceiver(verifier)
+        self._store = store
+        self._live_s = settings.token_session_max_seconds
+
+    def receive(self, body: bytes, authorization: str) -> api.WebhookEvent:
+        """Verify and parse one delivery.
+
+        Raises:
+            ApiError: 401 ``invalid_signature`` (missing, forged, expired or for another
+                body); 400 ``invalid_body`` for a signed body that is not an event.
+        """
+        token = authorization.removeprefix("Bearer ").strip()
+        if not token:
+            raise ApiError(401, "invalid_signature", "webhook signature (Authorization) is missing")
+        try:
+            text = body.decode("utf-8")
+        except UnicodeDecodeError:
+            raise ApiError(400, "invalid_body", "webhook body is not UTF-8") from None
+        try:
+            return self._receiver.receive(text, token)
+        except ParseError:
+            raise ApiError(400, "invalid_body", "webhook body is not a LiveKit event") from None
+        except Exception:  # noqa: BLE001 - livekit-api raises bare Exceptions for every mismatch
+            raise ApiError(401, "invalid_signature", "webhook signature does not verify") from None
+
+    def apply(self, event: api.WebhookEvent) -> None:
+        """Record `event` and update the session cap's view of who is in a call."""
+        room = event.room.name
+        identity = event.participant.identity
+        if event.event not in RECORDED_EVENTS:
+            return
+        self._store.record_event(
+            {
+                "event": event.event,
+                "id": event.id,
+                "created_at": str(event.created_at),
+                "room": room,
+                "participant": identity,
+            }
+        )
+        if event.event == "participant_joined" and identity:
+            self._store.joined(identity, room, self._live_s)
+        elif event.event == "participant_left" and identity:
+            self._store.left(identity, room)
+        elif event.event == "room_finished" and room:
+            self._store.room_finished(room)
+
+
+@bp.post("/webhook")
+def livekit_webhook() -> tuple[str, int]:
+    """204 once a signed event is recorded."""
+    request.max_content_length = WEBHOOK_MAX_BYTES
+    handler: WebhookHandler = current_app.extensions[_EXTENSION]
+    event = handler.receive(request.get_data(cache=False), request.headers.get("Authorization", ""))
+    handler.apply(event)
+    metrics = get_metrics(current_app)
+    if metrics is not None:
+        metrics.webhook_events.labels(event=event.event or "unknown").inc()
+    log.info("livekit_event", livekit_event=event.event, room=event.room.name,
+             participant=event.participant.identity or None)
+    return "", 204
+
+
+def init_app(app: Flask, settings: Settings, store: SessionStore) -> None:
+    """Register the webhook endpoint on `app`."""
+    app.extensions[_EXTENSION] = WebhookHandler(settings, store)
+    app.register_blueprint(bp)
