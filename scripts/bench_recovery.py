@@ -71,14 +71,16 @@ async def model_drop_trials(stack_: ProcessStack, standin: GeminiLiveStandin, tr
 
 
 async def worker_kill_trials(stack_: ProcessStack, standin: GeminiLiveStandin, trials: int) -> list[float]:
-    """One call; per trial: SIGKILL the worker, time until a new agent is heard in the room."""
+    """Per trial, one call: SIGKILL the worker mid-call, time until a new agent is heard in the room.
+
+    A fresh call each time: a call is handed over at most AGENT_MAX_REDISPATCHES times.
+    """
     results = []
-    started = time.monotonic()
-    async with Caller(stack_.token_url, name="Bench") as caller:
-        await greeted(caller, standin, started)
-        for _ in range(trials):
-            pid = await wait_worker_ready(stack_, None)
-            await asyncio.sleep(3.0)  # the worker's idle job processes are up
+    for _ in range(trials):
+        pid = await wait_worker_ready(stack_, None)
+        started = time.monotonic()
+        async with Caller(stack_.token_url, name="Bench") as caller:
+            await greeted(caller, standin, started)
             old_agent = caller.agent_identity()
             killed_at = time.monotonic()
             os.killpg(pid, signal.SIGKILL)
@@ -96,7 +98,7 @@ async def worker_kill_trials(stack_: ProcessStack, standin: GeminiLiveStandin, t
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--drops", type=int, default=10, help="model drops (default 10)")
-    parser.add_argument("--kills", type=int, default=5, help="worker kills (default 5)")
+    parser.add_argument("--kills", type=int, default=5, help="worker kills, one call each (default 5)")
     args = parser.parse_args()
     if args.drops < 1 or args.kills < 1:
         parser.error("--drops and --kills must be at least 1")

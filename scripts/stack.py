@@ -82,6 +82,27 @@ def livekit_http_port() -> int:
     return int(yaml.safe_load(LIVEKIT_CONFIG.read_text(encoding="utf-8"))["port"])
 
 
+def livekit_config_with_webhook(env: Mapping[str, str]) -> str:
+    """livekit.yaml plus a `webhook` section that posts to this stack's token server, as
+    YAML for `LIVEKIT_CONFIG`.
+
+    livekit-server has environment overrides for scalar keys only (not the list
+    `webhook.urls`), and reads `LIVEKIT_CONFIG` instead of the `--config` file when it is
+    set; so the stack hands it the whole file with the webhook added. livekit.yaml stays
+    the one file to edit, and `livekit-server --config livekit.yaml` alone still works
+    (without webhooks).
+    """
+    config = yaml.safe_load(LIVEKIT_CONFIG.read_text(encoding="utf-8"))
+    host = env["TOKEN_SERVER_HOST"]
+    if host in {"", "0.0.0.0", "::", "[::]", "localhost"}:
+        host = "127.0.0.1"
+    config["webhook"] = {
+        "api_key": env["LIVEKIT_API_KEY"],
+        "urls": [f"http://{host}:{env['TOKEN_SERVER_PORT']}/api/livekit/webhook"],
+    }
+    return yaml.safe_dump(config, sort_keys=False)
+
+
 def build_env(
     env_file: Path | None = ROOT / ".env",
     overrides: Mapping[str, str] | None = None,
@@ -97,7 +118,10 @@ def build_env(
     Returns:
         A complete environment, including derived values: `LIVEKIT_PORT`, `LIVEKIT_URL`
         (the agent's registration URL), `LIVEKIT_KEYS` (livekit-server), `NODE_IP`,
-        `REDIS_HOST`, `REDIS_URL` (call records), `PYTHONPATH`, `WEB_ROOT`, `STATE_DIR`.
+        `REDIS_HOST`, `REDIS_URL` (call records, the token server's limits and sessions),
+        `TOKEN_SERVER_HOST` (default 127.0.0.1), `LIVEKIT_CONFIG` (livekit.yaml with webhooks
+        to the token server, see `livekit_config_with_webhook`), `PYTHONPATH`, `WEB_ROOT`,
+        `STATE_DIR`.
     """
     inherited = dict(os.environ if base is None else base)
     settings = parse_env_file(ENV_EXAMPLE)
@@ -112,8 +136,11 @@ def build_env(
     env["LIVEKIT_KEYS"] = f"{env.get('LIVEKIT_API_KEY', '')}: {env.get('LIVEKIT_API_SECRET', '')}"
     env["NODE_IP"] = env.get("LIVEKIT_NODE_IP", "")
     env["REDIS_HOST"] = f"127.0.0.1:{env['REDIS_PORT']}"
-    if not settings.get("REDIS_URL"):  # the agent's call records: the stack's own Redis
+    if not settings.get("REDIS_URL"):  # call records, token limits and sessions: the stack's own Redis
         env["REDIS_URL"] = f"redis://{env['REDIS_HOST']}/0"
+    env["TOKEN_SERVER_HOST"] = env.get("TOKEN_SERVER_HOST") or "127.0.0.1"
+    if env.get("LIVEKIT_API_KEY") and not inherited.get("LIVEKIT_CONFIG"):
+        env["LIVEKIT_CONFIG"] = livekit_config_with_webhook(env)
     env.setdefault("STATE_DIR", str(ROOT / ".state"))
     env.setdefault("WEB_ROOT", str(ROOT / "web" / "dist"))
     env.setdefault("AGENT_READY_FILE", str(Path(env["STATE_DIR"]) / "agent.ready"))
