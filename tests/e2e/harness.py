@@ -8,6 +8,7 @@ Gemini Live stand-in as the model endpoint. Each process logs to its own file un
 
 from __future__ import annotations
 
+import contextlib
 import os
 import secrets
 import signal
@@ -53,6 +54,18 @@ def isolated_overrides(state_dir: Path, model_base_url: str, model_ca_file: str)
         "GEMINI_BASE_URL": model_base_url,
         "GEMINI_CA_FILE": model_ca_file,
     }
+
+
+def _group_alive(pgid: int) -> bool:
+    """Whether process group `pgid` still has a running (not zombie) member (reads /proc)."""
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except (OSError, IndexError):
+            continue
+        if int(fields[2]) == pgid and fields[0] != "Z":
+            return True
+    return False
 
 
 class ProcessStack:
@@ -124,22 +137,33 @@ class ProcessStack:
         os.killpg(self.processes[name].pid, sig)
 
     def stop(self, name: str, timeout_s: float = 20.0) -> int | None:
-        """SIGTERM, then SIGKILL after `timeout_s` seconds; returns the exit code."""
-        process = self.processes.get(name)
-        if process is None or process.poll() is not None:
-            return None if process is None else process.returncode
-        try:
-            self.signal(name, signal.SIGTERM)
-            return process.wait(timeout_s)
-        except subprocess.TimeoutExpired:
-            self.signal(name, signal.SIGKILL)
-            return process.wait(5)
-        except ProcessLookupError:
-            return process.wait(5)
+        """SIGTERM, then SIGKILL after `timeout_s` seconds; returns the shell's exit code.
 
-    def restart(self, name: str, timeout_s: float = 90.0) -> None:
-        """Stop `name` and start it again, waiting for its health check."""
-        self.stop(name)
+        Waits for the whole process group, not just the shell: a service that drains on
+        SIGTERM (livekit-server waits for its participants to leave) outlives its shell,
+        and would otherwise still hold its ports when it is started again.
+        """
+        process = self.processes.get(name)
+        if process is None:
+            return None
+        if process.poll() is not None and not _group_alive(process.pid):
+            return process.returncode
+        deadline = time.monotonic() + timeout_s
+        with contextlib.suppress(ProcessLookupError):
+            self.signal(name, signal.SIGTERM)
+        while (process.poll() is None or _group_alive(process.pid)) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        if process.poll() is None or _group_alive(process.pid):
+            with contextlib.suppress(ProcessLookupError):
+                self.signal(name, signal.SIGKILL)
+            kill_deadline = time.monotonic() + 5
+            while _group_alive(process.pid) and time.monotonic() < kill_deadline:
+                time.sleep(0.05)
+        return process.wait(5)
+
+    def restart(self, name: str, timeout_s: float = 90.0, stop_timeout_s: float = 20.0) -> None:
+        """Stop `name` (SIGKILL after `stop_timeout_s`) and start it again, waiting for its health check."""
+        self.stop(name, stop_timeout_s)
         self.start([name], timeout_s)
 
     def close(self) -> None:
