@@ -37,6 +37,10 @@ export const LEVEL_SAMPLE_MS = 20;
 export const USER_SPEECH_THRESHOLD = 0.02;
 export const AGENT_SPEECH_THRESHOLD = 0.01;
 
+/** "Your microphone is sending silence": an open microphone that stayed below this RMS (-80 dBFS) this long. */
+export const SILENT_MIC_LEVEL = 1e-4;
+export const SILENT_MIC_AFTER_MS = 5_000;
+
 /**
  * Reads the run-time options, applying query-string overrides.
  * @param {string} [search] location.search of the page

@@ -69,3 +69,49 @@ export function displayLevel(rms) {
   const db = 20 * Math.log10(rms);
   return Math.min(1, Math.max(0, (db + 50) / 40));
 }
+
+/**
+ * Decides when to say "your microphone is sending silence": only when an open,
+ * unmuted microphone has not produced a single sound for `afterMs` (real
+ * microphones always pick up some noise, so this means a dead, hardware-muted
+ * or wrong device). Once any sound is heard it never fires again for that
+ * microphone; muting pauses the clock. Pure logic: feed it samples.
+ */
+export class SilentMicWatch {
+  /**
+   * @param {object} [options]
+   * @param {number} [options.threshold] RMS above which the microphone produced sound (default -80 dBFS)
+   * @param {number} [options.afterMs] how long an open microphone may stay silent before we say so
+   */
+  constructor({ threshold = 1e-4, afterMs = 5000 } = {}) {
+    this.threshold = threshold;
+    this.afterMs = afterMs;
+    this.reset();
+  }
+
+  /** Forgets everything (a new session or another microphone). */
+  reset() {
+    this.heard = false;
+    this.openSince = null;
+  }
+
+  /**
+   * @param {boolean} open whether the microphone is on and unmuted
+   * @param {number} level its RMS level now (0..1)
+   * @param {number} t time in ms
+   * @returns {boolean} whether the microphone should be reported as silent now
+   */
+  sample(open, level, t) {
+    if (this.heard) return false;
+    if (!open) {
+      this.openSince = null;
+      return false;
+    }
+    if (level > this.threshold) {
+      this.heard = true;
+      return false;
+    }
+    this.openSince ??= t;
+    return t - this.openSince >= this.afterMs;
+  }
+}

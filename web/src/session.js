@@ -14,6 +14,8 @@ import { AgentTracker, READY_STATES } from './agent.js';
 import {
   AGENT_SPEECH_THRESHOLD,
   LEVEL_SAMPLE_MS,
+  SILENT_MIC_AFTER_MS,
+  SILENT_MIC_LEVEL,
   TOKEN_TIMEOUT_MS,
   TOPIC_CHAT,
   TOPIC_TRANSCRIPTION,
@@ -28,9 +30,13 @@ import {
   microphoneError,
 } from './errors.js';
 import { LatencyTracker } from './latency.js';
-import { LevelMeter } from './levels.js';
+import { LevelMeter, SilentMicWatch } from './levels.js';
 import { fetchToken } from './token.js';
 import { transcribedSpeaker } from './transcript.js';
+
+/** The notice shown while the open microphone has produced no sound at all. */
+export const SILENT_MIC_NOTICE =
+  'Your microphone is sending silence. Check that it is not muted in the system settings, or pick another one.';
 
 /** Connection states: disconnected, connecting, connected, reconnecting. */
 export class VoiceSession extends EventTarget {
@@ -66,7 +72,6 @@ export class VoiceSession extends EventTarget {
     this.notice = '';
     this.micEnabled = false;
     this.micPending = false;
-    this.micError = null;
     this.quality = 'unknown';
     this.canPlaybackAudio = true;
     this.roomName = '';
@@ -78,6 +83,7 @@ export class VoiceSession extends EventTarget {
       agentThreshold: AGENT_SPEECH_THRESHOLD,
       onMeasurement: () => this.#changed('latency'),
     });
+    this.silentMic = new SilentMicWatch({ threshold: SILENT_MIC_LEVEL, afterMs: SILENT_MIC_AFTER_MS });
     /** @type {AudioContext|null} */
     this.audioContext = null;
     /** @type {LevelMeter|null} */
@@ -227,6 +233,7 @@ export class VoiceSession extends EventTarget {
    */
   async switchMicrophone(deviceId) {
     if (!this.room || !this.isLive || !this.micEnabled) return;
+    this.silentMic.reset();
     try {
       await this.room.switchActiveDevice('audioinput', deviceId || 'default');
     } catch (error) {
@@ -314,6 +321,7 @@ export class VoiceSession extends EventTarget {
     this.roomName = '';
     this.identity = '';
     this.lastUserAt = -Infinity;
+    this.silentMic.reset();
     this.transcript.clear();
     this.latency.reset(true);
     this.#changed('reset');
@@ -366,14 +374,10 @@ export class VoiceSession extends EventTarget {
       .on(RoomEvent.TrackMuted, mine((_pub, p) => p === room.localParticipant && this.#syncMic()))
       .on(RoomEvent.TrackUnmuted, mine((_pub, p) => p === room.localParticipant && this.#syncMic()))
       .on(RoomEvent.MediaDevicesChanged, mine(() => this.#changed('devices')))
-      .on(RoomEvent.ActiveDeviceChanged, mine(() => this.#changed('devices')))
-      .on(
-        RoomEvent.LocalAudioSilenceDetected,
-        mine(() => {
-          this.notice = 'Your microphone is sending silence. Check that it is not muted in the system settings, or pick another one.';
-          this.#changed('notice');
-        }),
-      );
+      .on(RoomEvent.ActiveDeviceChanged, mine(() => this.#changed('devices')));
+    // Not RoomEvent.LocalAudioSilenceDetected: livekit-client checks 200 ms after
+    // publishing, so a microphone that is merely quiet at first is reported
+    // for the whole call. #tick watches the level instead (SilentMicWatch).
 
     // Text stream handlers must be registered before connect().
     room.registerTextStreamHandler(TOPIC_TRANSCRIPTION, (reader, { identity }) => {
@@ -494,6 +498,7 @@ export class VoiceSession extends EventTarget {
     this.micError = null;
     this.quality = 'unknown';
     this.canPlaybackAudio = true;
+    if (this.notice === SILENT_MIC_NOTICE) this.notice = '';
     if (this.lastDisconnect?.byUser || (this.endedByUser && !this.error)) {
       this.notice = 'Disconnected. Press Connect to start a new conversation.';
     }
@@ -508,12 +513,21 @@ export class VoiceSession extends EventTarget {
     const t = performance.now();
     const micTrack = room.localParticipant.getTrackPublication(Track.Source.Microphone)?.track?.mediaStreamTrack;
     this.micMeter = this.#meterFor(this.micMeter, micTrack);
-    this.latency.sampleUser(this.micMeter ? this.micMeter.level() : 0, t);
+    const micLevel = this.micMeter ? this.micMeter.level() : 0;
+    this.latency.sampleUser(micLevel, t);
+    this.#showSilentMic(this.silentMic.sample(Boolean(this.micMeter) && this.micStatus === 'on', micLevel, t));
 
     const agentTrack = this.agentTracker?.audioTrack()?.mediaStreamTrack;
     this.agentMeter = this.#meterFor(this.agentMeter, agentTrack);
     this.latency.agentAudioAvailable = Boolean(this.agentMeter);
     if (this.agentMeter) this.latency.sampleAgent(this.agentMeter.level(), t);
+  }
+
+  #showSilentMic(silent) {
+    const shown = this.notice === SILENT_MIC_NOTICE;
+    if (silent === shown || (silent && (this.notice || this.error))) return;
+    this.notice = silent ? SILENT_MIC_NOTICE : '';
+    this.#changed('notice');
   }
 
   #meterFor(meter, track) {
