@@ -83,6 +83,7 @@ let previousState = session.state;
 session.addEventListener('change', (event) => {
   const { what } = event.detail;
   if (what === 'devices') refreshDevices();
+  render(els, session); // first: focus() below needs the controls enabled
   if (session.state !== previousState) {
     if (session.state === 'disconnected') visualizer.stop();
     else visualizer.start();
@@ -90,7 +91,6 @@ session.addEventListener('change', (event) => {
     if (session.state === 'disconnected' && previousState !== 'disconnected') els.connect.focus({ preventScroll: true });
     previousState = session.state;
   }
-  render(els, session);
 });
 
 /** Re-reads the device lists and marks the devices in use. */
