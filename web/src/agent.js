@@ -5,9 +5,12 @@
  * behalf of another (an avatar worker would). Its state is the participant
  * attribute `lk.agent.state`: initializing, idle, listening, thinking, speaking.
  * Before it joins, the state is "connecting"; if it is not ready within the
- * timeout, "failed" (and it recovers if the agent shows up late).
+ * timeout, "failed" (and it recovers if the agent shows up late). While the
+ * room reconnects from scratch, livekit-client drops every remote participant
+ * and re-adds them once it has rejoined: the agent is then "connecting" again
+ * (with a fresh join timeout), not gone.
  */
-import { ParticipantKind, RoomEvent, Track } from 'livekit-client';
+import { ConnectionState, ParticipantKind, RoomEvent, Track } from 'livekit-client';
 import { ATTR_AGENT_STATE, ATTR_PUBLISH_ON_BEHALF } from './config.js';
 
 /** Agent states in which the agent is up and taking part in the conversation. */
@@ -80,6 +83,12 @@ export class AgentTracker extends EventTarget {
   #left(participant) {
     if (!this.agent || participant.identity !== this.agent.identity) return;
     this.agent = null;
+    if (this.room.state !== ConnectionState.Connected) {
+      this.#setState('connecting');
+      clearTimeout(this.timer);
+      this.timer = setTimeout(() => this.#checkTimeout(), this.joinTimeoutMs);
+      return;
+    }
     this.#setState('disconnected');
     this.dispatchEvent(new Event('left'));
   }
