@@ -89,10 +89,13 @@ export function render(els, session) {
 
   // Room name and connection quality.
   els.roomName.hidden = !session.roomName || state === 'disconnected';
-  setText(els.roomName, session.roomName ? `Room ${session.roomName}` : '');
+  // Room names are "room-<id>": show the id, keep the whole name in the tooltip.
+  setText(els.roomName, session.roomName ? `Room ${session.roomName.replace(/^room-/, '')}` : '');
+  els.roomName.title = session.roomName ? `Room name: ${session.roomName}` : '';
   const quality = live ? session.quality : 'unknown';
   els.quality.dataset.quality = quality;
-  const qualityText = `Connection quality: ${QUALITY_TEXT[quality] ?? quality}`;
+  const qualityWord = quality === 'unknown' && live ? 'not measured yet' : (QUALITY_TEXT[quality] ?? quality);
+  const qualityText = `Connection quality: ${qualityWord}`;
   els.quality.setAttribute('aria-label', qualityText);
   els.quality.title = qualityText;
 
