@@ -323,6 +323,8 @@ def test_mute_keeps_speech_from_the_model_and_unmute_lets_it_through(
         for c in record.audio_chunks
         if window[0] <= c.at <= window[1]
     )
+    # The agent keeps streaming the (silent) muted track to the model: the level below is measured.
+    assert len(audio) >= (window[1] - window[0]) / 2 * 32_000, f"only {len(audio)} bytes while muted"
     frames = [audio[i : i + 640] for i in range(0, len(audio) - 639, 640)]  # 20 ms at 16 kHz
     loudest = max((pcm16_dbfs(f) for f in frames), default=-120.0)
     assert loudest < MUTED_MAX_DBFS, f"muted input reached {loudest:.1f} dBFS"
