@@ -57,3 +57,8 @@ def native_stack(
         yield processes
     finally:
         processes.close()
+    # Every test that used the stack has run: no process may have logged its API secret.
+    leaked = [log.name for log in sorted(processes.log_dir.glob("*.log"))
+              if env["LIVEKIT_API_SECRET"] in log.read_text(errors="replace")]
+    if leaked:
+        pytest.fail(f"the stack's LIVEKIT_API_SECRET appears in {', '.join(leaked)}")
