@@ -436,6 +436,8 @@ def test_livekit_restart_mid_call_shows_the_banner_and_the_call_recovers(
         banner = page.get_by_test_id("banner")
         expect(banner).to_be_visible(timeout=20_000)
         expect(banner).to_have_text("Connection lost. Reconnecting\u2026")
+        expect(page.get_by_test_id("connection-quality")).to_have_attribute("data-quality", "lost")
+        expect(page.get_by_test_id("state-hint")).to_have_text("Waiting for the connection to come back\u2026")
         screenshot(page, artifacts, "desktop-reconnecting")
     finally:
         restart.join()

@@ -66,7 +66,8 @@ export function render(els, session) {
   setText(els.agentState, label);
   els.agentState.dataset.state = agentState;
   els.visualizer.dataset.state = agentState;
-  setText(els.stateHint, hint);
+  // While reconnecting, the agent's last state is stale: say what is going on instead.
+  setText(els.stateHint, state === 'reconnecting' ? 'Waiting for the connection to come back\u2026' : hint);
 
   // Reconnecting banner.
   els.banner.hidden = state !== 'reconnecting';
@@ -92,7 +93,7 @@ export function render(els, session) {
   // Room names are "room-<id>": show the id, keep the whole name in the tooltip.
   setText(els.roomName, session.roomName ? `Room ${session.roomName.replace(/^room-/, '')}` : '');
   els.roomName.title = session.roomName ? `Room name: ${session.roomName}` : '';
-  const quality = live ? session.quality : 'unknown';
+  const quality = state === 'reconnecting' ? 'lost' : live ? session.quality : 'unknown';
   els.quality.dataset.quality = quality;
   const qualityWord = quality === 'unknown' && live ? 'not measured yet' : (QUALITY_TEXT[quality] ?? quality);
   const qualityText = `Connection quality: ${qualityWord}`;
