@@ -183,3 +183,9 @@ def test_provider_down_is_503_not_401() -> None:
     assert response.status_code == 503
     assert response.get_json()["error"]["code"] == "identity_provider_unavailable"
     assert response.headers["Retry-After"].isdigit()
+
+
+def test_discovery_failure_is_503(idp: OidcProvider) -> None:
+    client = oidc_client(idp, oidc_jwks_url="", oidc_issuer=f"{idp.issuer}/no-such-realm")
+    status, body = ask(client, idp.id_token("u", iss=f"{idp.issuer}/no-such-realm"))
+    assert status == 503 and body["error"]["code"] == "identity_provider_unavailable"

@@ -74,7 +74,7 @@ def discover_jwks_url(issuer: str, timeout_s: float = FETCH_TIMEOUT_S) -> str:
             document = json.load(response)
     except (OSError, ValueError) as error:
         raise ProviderUnavailable(f"discovery document not available ({type(error).__name__})") from None
-    if not isinstance(document, dict) or document.get("issuer", "").rstrip("/") != issuer.rstrip("/"):
+    if not isinstance(document, dict) or str(document.get("issuer", "")).rstrip("/") != issuer.rstrip("/"):
         raise ProviderUnavailable("discovery document is for another issuer")
     jwks_uri = document.get("jwks_uri")
     if not isinstance(jwks_uri, str) or not jwks_uri.startswith(("https://", "http://")):
