@@ -36,6 +36,17 @@ FETCH_TIMEOUT_S = 5
 UNKNOWN_KID_COOLDOWN_S = 30
 
 
+#: What to tell the caller for each of PyJWT's refusals (the first match wins).
+_REASONS: list[tuple[type[jwt.PyJWTError], str]] = [
+    (jwt.ExpiredSignatureError, "token has expired"),
+    (jwt.ImmatureSignatureError, "token is not valid yet"),
+    (jwt.InvalidAudienceError, "wrong audience"),
+    (jwt.InvalidIssuerError, "wrong issuer"),
+    (jwt.InvalidSignatureError, "signature does not verify"),
+    (jwt.InvalidAlgorithmError, "signing algorithm does not match the key"),
+]
+
+
 class IdTokenRejected(Exception):
     """The ID token is not acceptable; `reason` is safe to show the caller."""
 
@@ -145,19 +156,8 @@ class OidcVerifier:
                 leeway=self.config.leeway_s,
                 options={"require": ["exp", "iss", "aud", "sub"]},
             )
-        except jwt.ExpiredSignatureError:
-            raise IdTokenRejected("token has expired") from None
-        except jwt.ImmatureSignatureError:
-            raise IdTokenRejected("token is not valid yet") from None
-        except jwt.InvalidAudienceError:
-            raise IdTokenRejected("wrong audience") from None
-        except jwt.InvalidIssuerError:
-            raise IdTokenRejected("wrong issuer") from None
         except jwt.MissingRequiredClaimError as error:
             raise IdTokenRejected(f"missing claim {error.claim!r}") from None
-        except jwt.InvalidSignatureError:
-            raise IdTokenRejected("signature does not verify") from None
-        except jwt.InvalidAlgorithmError:
-            raise IdTokenRejected("signing algorithm does not match the key") from None
-        except jwt.PyJWTError:
-            raise IdTokenRejected("token is invalid") from None
+        except jwt.PyJWTError as error:
+            reason = next((text for kind, text in _REASONS if isinstance(error, kind)), "token is invalid")
+            raise IdTokenRejected(reason) from None
