@@ -22,9 +22,12 @@ ensure_docker() {
   command -v dockerd >/dev/null || ensure_apt docker.io
   docker compose version >/dev/null 2>&1 || command -v docker-compose >/dev/null || ensure_apt docker-compose
   if ! docker info >/dev/null 2>&1; then
-    mkdir -p "$CACHE_DIR"
-    log "starting dockerd (log: $CACHE_DIR/dockerd.log)"
-    as_root setsid dockerd >"$CACHE_DIR/dockerd.log" 2>&1 </dev/null &
+    if ! dockerd_alive; then
+      as_root rm -f /var/run/docker.pid  # left by an engine that was killed
+      mkdir -p "$CACHE_DIR"
+      log "starting dockerd (log: $CACHE_DIR/dockerd.log)"
+      as_root setsid dockerd >"$CACHE_DIR/dockerd.log" 2>&1 </dev/null &
+    fi
     local deadline=$((SECONDS + 90))
     until docker info >/dev/null 2>&1; do
       [ $SECONDS -lt $deadline ] || die "dockerd did not answer within 90 s; see $CACHE_DIR/dockerd.log"
@@ -36,6 +39,15 @@ ensure_docker() {
   else
     COMPOSE=(docker-compose)
   fi
+}
+
+# dockerd_alive: the engine named in /var/run/docker.pid is running (maybe still starting).
+dockerd_alive() {
+  local pid state
+  pid="$(cat /var/run/docker.pid 2>/dev/null || true)"
+  [ -n "$pid" ] || return 1
+  state="$(ps -o stat= -p "$pid" 2>/dev/null || true)"
+  [ -n "$state" ] && [ "${state#Z}" = "$state" ]
 }
 
 # have_image NAME: the image is here, or its registry gave it to us.

@@ -16,6 +16,7 @@ import urllib.request
 from pathlib import Path
 
 import pytest
+import redis
 
 from tests.compose.harness import ComposeStack
 from tests.e2e.test_call import check_a_whole_call
@@ -24,6 +25,8 @@ from tests.standins.gemini_live import GeminiLiveStandin
 #: Bringing the stack up is part of the first test's setup.
 pytestmark = [pytest.mark.e2e, pytest.mark.compose, pytest.mark.timeout(900)]
 
+#: The Redis stream where the token server records LiveKit's webhook events.
+WEBHOOK_EVENTS = "token-server:livekit-events"
 #: Services whose ports must not be reachable from other machines (host networking).
 LOOPBACK_ONLY = ("REDIS_PORT", "LIVEKIT_PORT", "TOKEN_SERVER_PORT", "AGENT_HEALTH_PORT", "WEB_HEALTH_PORT")
 
@@ -32,6 +35,18 @@ async def test_a_call_through_the_https_front_door(compose_stack: ComposeStack, 
     started = time.monotonic()
     await check_a_whole_call(compose_stack.token_url, standin)
     compose_stack.timings["call_test_s"] = time.monotonic() - started
+
+    # LiveKit's webhooks reached the token server, which recorded the call in Redis.
+    env = compose_stack.env
+    store = redis.Redis(host="127.0.0.1", port=int(env["REDIS_PORT"]), password=env["APPLIANCE_REDIS_PASSWORD"],
+                        decode_responses=True)
+    deadline = time.monotonic() + 15
+    while True:
+        events = {fields["event"] for _, fields in store.xrange(WEBHOOK_EVENTS)}
+        if {"room_started", "participant_joined"} <= events or time.monotonic() > deadline:
+            break
+        time.sleep(0.5)
+    assert {"room_started", "participant_joined"} <= events, events
 
 
 def test_the_front_door_serves_the_page_over_https_and_redirects_http(compose_stack: ComposeStack) -> None:
