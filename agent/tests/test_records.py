@@ -9,9 +9,11 @@ import subprocess
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 import redis as sync_redis
+from livekit import api
 
 from token_server.records import list_sessions, load_session
 from voice_agent import records
@@ -156,3 +158,97 @@ async def test_one_job_holds_a_room(redis_server: RedisServer) -> None:
     await second.release()
     assert await first.claim(ttl_ms=500) is True
     await client.aclose()
+
+
+async def test_a_claim_that_expired_while_redis_was_away_is_taken_again(redis_server: RedisServer) -> None:
+    client = records.connect(redis_server.url)
+    holder = records.CallRecorder(client, "room-y", "job-1")
+    other = records.CallRecorder(client, "room-y", "job-2")
+    assert await holder.claim(ttl_ms=400) is True
+    redis_server.stop()
+    assert await holder.refresh(ttl_ms=400), "Redis away: the holder keeps serving"
+    await asyncio.sleep(0.6)  # the claim expires meanwhile
+    redis_server.start()
+    assert not await client.exists(records.agent_key("room-y"))
+    assert await holder.refresh(ttl_ms=400), "nobody holds the room: the holder takes it again"
+    assert await other.claim(ttl_ms=400) is False
+    assert not await other.refresh(ttl_ms=400), "another job's room is not taken"
+    assert await client.get(records.agent_key("room-y")) == "job-1"
+    await client.aclose()
+
+
+class FakeLiveKit:
+    """The part of `livekit.api.LiveKitAPI` the watchdog uses: a caller and a (dead) agent in every room."""
+
+    def __init__(self, *_args: object) -> None:
+        self.dispatched: list[tuple[float, str]] = []
+        self.room = SimpleNamespace(list_participants=self._list, remove_participant=self._remove)
+        self.agent_dispatch = SimpleNamespace(create_dispatch=self._dispatch)
+
+    async def _list(self, _request: object) -> api.ListParticipantsResponse:
+        return api.ListParticipantsResponse(participants=[
+            api.ParticipantInfo(identity="user-1", kind=api.ParticipantInfo.Kind.STANDARD),
+            api.ParticipantInfo(identity="agent-1", kind=api.ParticipantInfo.Kind.AGENT),
+        ])
+
+    async def _remove(self, _request: object) -> None:
+        return None
+
+    async def _dispatch(self, request: api.CreateAgentDispatchRequest) -> None:
+        self.dispatched.append((time.monotonic(), request.room))
+
+    async def aclose(self) -> None:
+        return None
+
+
+async def test_the_watchdog_holds_off_after_redis_was_away(
+    redis_server: RedisServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A claim that expired during a Redis outage is not taken for a dead agent: the watchdog
+    waits `hold_off_s` of reachable Redis (its holder takes the claim again meanwhile)."""
+    from voice_agent import watchdog
+
+    fake = FakeLiveKit()
+    monkeypatch.setattr(watchdog.api, "LiveKitAPI", lambda *args: fake)
+    client = records.connect(redis_server.url)
+    await client.sadd(records.OPEN_CALLS, "room-w")
+    await client.hset(records.call_key("room-w"), mapping={"room": "room-w", "metadata": "{}"})
+    await client.set(records.agent_key("room-w"), "job-1", px=800)
+    dog = watchdog.CallWatchdog(redis_url=redis_server.url, livekit_url="ws://unused", api_key="k", api_secret="s",
+                                agent_name="voice-agent", interval_s=0.1, hold_off_s=1.5)
+    task = asyncio.create_task(dog.run())
+    try:
+        await asyncio.sleep(0.3)
+        redis_server.stop()
+        await asyncio.sleep(1.0)  # the claim (800 ms) expires while Redis is away
+        redis_server.start()
+        back_at = time.monotonic()
+        await client.aclose()
+        client = records.connect(redis_server.url)  # the old connection died with the server
+        await asyncio.sleep(0.5)
+        assert not await client.exists(records.agent_key("room-w"))
+        await client.set(records.agent_key("room-w"), "job-1", px=800)  # the holder's next refresh
+        await _keep(client, records.agent_key("room-w"), seconds=2.5)
+        assert fake.dispatched == [], "a live agent was taken for a dead one"
+        # The holder is gone for good (crashed): the call is dispatched again without a hold-off.
+        await client.delete(records.agent_key("room-w"))
+        gone_at = time.monotonic()
+        for _ in range(50):
+            if fake.dispatched:
+                break
+            await asyncio.sleep(0.05)
+        assert [room for _, room in fake.dispatched] == ["room-w"]
+        assert fake.dispatched[0][0] - gone_at < 0.5
+        assert fake.dispatched[0][0] - back_at > 3.0
+    finally:
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+        await client.aclose()
+
+
+async def _keep(client: records.aioredis.Redis, key: str, seconds: float) -> None:
+    """Refresh a claim every 0.25 s for `seconds`, as its holder does."""
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        await client.pexpire(key, 800)
+        await asyncio.sleep(0.25)

@@ -64,8 +64,14 @@ def redispatch_key(room: str) -> str:
     return f"{PREFIX}call:{room}:redispatch"
 
 
-# Refresh the holder key only if we still hold it; delete it only if we hold it.
-_REFRESH = "if redis.call('get', KEYS[1]) == ARGV[1] then return redis.call('pexpire', KEYS[1], ARGV[2]) end return 0"
+# Refresh the holder key if we still hold it, or take it again if nobody does (it expired
+# while Redis was away or restarting); delete it only if we hold it.
+_REFRESH = """
+local holder = redis.call('get', KEYS[1])
+if holder == ARGV[1] then return redis.call('pexpire', KEYS[1], ARGV[2]) end
+if not holder then redis.call('set', KEYS[1], ARGV[1], 'PX', ARGV[2]) return 1 end
+return 0
+"""
 _RELEASE = "if redis.call('get', KEYS[1]) == ARGV[1] then return redis.call('del', KEYS[1]) end return 0"
 
 
@@ -122,7 +128,8 @@ class CallRecorder:
             return None
 
     async def refresh(self, ttl_ms: int) -> bool:
-        """Keep holding the room; False if the key is someone else's (or gone)."""
+        """Keep holding the room (taking it again if the key is gone: Redis was away longer
+        than the claim lives); False if another job holds it."""
         try:
             return bool(await self.redis.eval(_REFRESH, 1, agent_key(self.room), self.job_id, ttl_ms))
         except RedisError:

@@ -74,6 +74,7 @@ def _on_registered(worker_id: str, _server_info: object) -> None:
             api_secret=settings.livekit_api_secret.get_secret_value(),
             agent_name=settings.agent_name,
             max_redispatches=settings.max_redispatches,
+            hold_off_s=settings.room_claim_ttl_s,
         )
         _watchdog_task = asyncio.get_running_loop().create_task(watchdog.run(), name="call-watchdog")
 

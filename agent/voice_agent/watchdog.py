@@ -14,6 +14,11 @@ creates a new dispatch (with the original metadata), guarded by a short Redis ke
 several workers' watchdogs dispatch once; if not, it closes the record. The new job picks
 the conversation up from the record (server.py). A call is handed over at most
 `max_redispatches` times.
+
+A Redis restart (or outage) longer than a claim lives lets the claims of live jobs expire;
+their holders take them again at their next refresh once Redis is back. So after a round
+that failed, the watchdog holds off for `hold_off_s` (the claim's lifetime) of reachable
+Redis before it judges any room again: a live agent is never taken for a dead one.
 """
 
 from __future__ import annotations
@@ -46,23 +51,31 @@ class CallWatchdog:
         agent_name: str,
         interval_s: float = 1.0,
         max_redispatches: int = 3,
+        hold_off_s: float = 4.0,
     ) -> None:
         self._redis_url = redis_url
         self._livekit = (livekit_url, api_key, api_secret)
         self._agent_name = agent_name
         self._interval_s = interval_s
         self._max = max_redispatches
+        self._hold_off_s = hold_off_s
 
     async def run(self) -> None:
         """Check every `interval_s` until cancelled; errors are logged, never fatal."""
         redis = records.connect(self._redis_url)
         lk = api.LiveKitAPI(*self._livekit)
+        quiet_until = 0.0  # after a failed round: only ping Redis until then
         try:
             while True:
                 try:
-                    await self.check_once(redis, lk)
-                except Exception as exc:  # Redis or LiveKit away: try again next round
-                    logger.debug("watchdog round failed: %s", exc)
+                    if time.monotonic() < quiet_until:
+                        await redis.ping()
+                    else:
+                        await self.check_once(redis, lk)
+                except Exception as exc:  # Redis or LiveKit away: hold off, try again later
+                    if time.monotonic() >= quiet_until:
+                        logger.info("watchdog round failed (%s); holding off %.0f s", exc, self._hold_off_s)
+                    quiet_until = time.monotonic() + self._hold_off_s
                 await asyncio.sleep(self._interval_s)
         finally:
             await lk.aclose()
