@@ -171,7 +171,7 @@ class CallRecorder:
 
     def start(self, *, participant_identity: str | None, participant_name: str | None, metadata: str) -> None:
         """Open (or rejoin) the call record and start the writer task."""
-        now = time.time()
+        now = round(time.time(), 3)  # the listing's score is the record's started_at, exactly
         fields = {"room": self.room, "metadata": metadata, "last_job": self.job_id}
         if participant_identity:
             fields["participant_identity"] = participant_identity
