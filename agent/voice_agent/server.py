@@ -261,9 +261,10 @@ def _watch_caller(ctx: JobContext, call: records.CallRecorder | None, identity: 
                 call.end("caller left")
             ctx.shutdown(reason="caller left")
             return
-        logger.warning("the caller dropped (%s); waiting for them to come back", participant.disconnect_reason)
+        reason = _reason_name(participant.disconnect_reason)
+        logger.warning("the caller dropped (%s); waiting for them to come back", reason)
         if call is not None:
-            call.event("lifecycle", {"event": "caller_dropped", "reason": str(participant.disconnect_reason)})
+            call.event("lifecycle", {"event": "caller_dropped", "reason": reason})
         if state["timer"] is None or state["timer"].done():
             state["timer"] = asyncio.create_task(wait_for_return())
 
@@ -275,6 +276,14 @@ def _watch_caller(ctx: JobContext, call: records.CallRecorder | None, identity: 
             logger.info("the caller is back")
             if call is not None:
                 call.event("lifecycle", {"event": "caller_returned"})
+
+
+def _reason_name(reason: int | None) -> str:
+    """A LiveKit DisconnectReason as its name (CONNECTION_TIMEOUT, ...) for logs and records."""
+    try:
+        return rtc.DisconnectReason.Name(reason) if reason is not None else "UNKNOWN_REASON"  # type: ignore[arg-type]
+    except ValueError:
+        return str(reason)
 
 
 def _play_filler(session: AgentSession) -> None:
