@@ -48,6 +48,7 @@ def isolated_overrides(state_dir: Path, model_base_url: str, model_ca_file: str)
         "WEB_PORT": str(free_port()),
         "AGENT_HEALTH_PORT": str(free_port()),
         "STATE_DIR": str(state_dir),
+        "RECORDS_API_KEYS": "records-" + secrets.token_urlsafe(32),
         "GOOGLE_API_KEY": "stand-in-key",
         # Short, so the "nobody joined" test is quick; callers in tests join before the agent.
         "AGENT_PARTICIPANT_TIMEOUT_S": str(NO_CALLER_TIMEOUT_S),

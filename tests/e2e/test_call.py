@@ -11,7 +11,9 @@ import asyncio
 import dataclasses
 import json
 import time
-from collections.abc import Iterator
+import urllib.request
+from collections.abc import Awaitable, Callable, Iterator
+from typing import Any
 
 import numpy as np
 from livekit import api
@@ -39,13 +41,54 @@ def session_for(standin: GeminiLiveStandin, after: float) -> SessionRecord:
 async def test_a_call_greets_listens_calls_a_tool_and_answers(
     native_stack: ProcessStack, standin: GeminiLiveStandin
 ) -> None:
-    await check_a_whole_call(native_stack.token_url, standin)
+    seen_live: dict[str, Any] = {}
+
+    async def read_record_while_live(room: str) -> None:
+        """Poll the record until the answer is in it (it is written when its playout ends)."""
+        deadline = time.monotonic() + 20
+        while not any("Europe/Paris" in t["text"] for t in seen_live.get("turns", []) if t["role"] == "assistant"):
+            assert time.monotonic() < deadline, f"the answer never reached the record: {seen_live}"
+            await asyncio.sleep(0.25)
+            seen_live.update(await asyncio.to_thread(read_call_record, native_stack, room))
+
+    room = await check_a_whole_call(native_stack.token_url, standin, during_call=read_record_while_live)
+
+    # The agent recorded the call as it went (the answer was in it before hanging up), and the
+    # records API serves it to operators.
+    assert seen_live["open"] is True
+    assert [t["name"] for t in seen_live["tool_calls"]] == [TIME_TOOL_CALL.name]
+    assert "Europe/Paris" in str(seen_live["tool_calls"][0].get("output"))
+    record = await asyncio.to_thread(read_call_record, native_stack, room)
+    assert record["participant_name"] == "Ada"
+    assert any(t["role"] == "user" and "speech" in t["text"] for t in record["turns"])
+    assert record["usage"]["total_tokens"] > 0
 
 
-async def check_a_whole_call(token_url: str, standin: GeminiLiveStandin) -> None:
+def read_call_record(stack_: ProcessStack, room: str) -> dict[str, Any]:
+    """GET /api/calls/<room> through the front door with the operators' records key."""
+    request = urllib.request.Request(
+        f"{stack_.web_url}/api/calls/{room}",
+        headers={"Authorization": f"Bearer {stack_.env['RECORDS_API_KEYS']}"},
+    )
+    with urllib.request.urlopen(request, timeout=10) as response:
+        return json.loads(response.read())
+
+
+async def check_a_whole_call(
+    token_url: str,
+    standin: GeminiLiveStandin,
+    during_call: Callable[[str], Awaitable[None]] | None = None,
+) -> str:
     """One call through the token endpoint at `token_url`: greeting, a spoken question, a tool
     call and the answer, checked at the caller and at the model. Also run through the
-    compose stack's HTTPS front door (tests/compose)."""
+    compose stack's HTTPS front door (tests/compose).
+
+    Args:
+        during_call: awaited with the room name once the answer has arrived, before hanging up.
+
+    Returns:
+        The call's room name.
+    """
     speech = synthesize(UTTERANCE, MIC_SAMPLE_RATE)
     started = time.monotonic()
     async with Caller(token_url, name="Ada") as caller:
@@ -88,6 +131,9 @@ async def check_a_whole_call(token_url: str, standin: GeminiLiveStandin) -> None
             15,
             "the caller's own speech in the transcript",
         )
+        room = str(caller.token["room_name"])
+        if during_call is not None:
+            await during_call(room)
 
     session = next(s for s in standin.sessions if s.session_id == session.session_id)
     assert not session.errors, session.errors
@@ -120,6 +166,7 @@ async def check_a_whole_call(token_url: str, standin: GeminiLiveStandin) -> None
 
     # 4. Transcripts arrived as text streams for both sides.
     assert any(t.final for t in caller.transcript_of(caller.identity))
+    return room
 
 
 async def test_a_job_whose_caller_never_joins_ends_cleanly(native_stack: ProcessStack) -> None:

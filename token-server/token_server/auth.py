@@ -99,26 +99,44 @@ class OpenAuth:
         return Caller(identity=None, mode=self.mode)
 
 
-class SharedKeyAuth:
-    """``shared-key``: a bearer key from `keys`, and the user named in `IDENTITY_HEADER`.
+class KeyRing:
+    """Bearer keys checked in constant time (the shared-key mode, the call-records API).
 
-    Keys are compared as SHA-256 digests with `hmac.compare_digest`, so neither the
-    comparison time nor the length of a guess reveals anything.
+    Keys are compared as SHA-256 digests with `hmac.compare_digest`, against every key
+    (no early exit), so neither the comparison time nor the length of a guess reveals
+    anything.
     """
+
+    def __init__(self, keys: list[str]) -> None:
+        self._digests = [hashlib.sha256(key.encode()).digest() for key in keys]
+
+    def __bool__(self) -> bool:
+        return bool(self._digests)
+
+    def check(self, request: Request, what: str) -> None:
+        """Accept the request's bearer key or refuse it.
+
+        Raises:
+            ApiError: 401 when the header is missing or the key is not one of ours.
+        """
+        offered = hashlib.sha256(bearer_token(request).encode()).digest()
+        matched = [hmac.compare_digest(offered, digest) for digest in self._digests]
+        if not any(matched):
+            log.info("auth_failed", what=what, reason="unknown key")
+            raise unauthorized("API key not accepted")
+
+
+class SharedKeyAuth:
+    """``shared-key``: a bearer key from `keys`, and the user named in `IDENTITY_HEADER`."""
 
     mode = "shared-key"
 
     def __init__(self, keys: list[str], identity_max_length: int) -> None:
-        self._digests = [hashlib.sha256(key.encode()).digest() for key in keys]
+        self._keys = KeyRing(keys)
         self._identity_max_length = identity_max_length
 
     def authenticate(self, request: Request) -> Caller:
-        offered = hashlib.sha256(bearer_token(request).encode()).digest()
-        # Compare against every key (no early exit) so timing does not tell which matched.
-        matched = [hmac.compare_digest(offered, digest) for digest in self._digests]
-        if not any(matched):
-            log.info("auth_failed", mode=self.mode, reason="unknown key")
-            raise unauthorized("API key not accepted")
+        self._keys.check(request, self.mode)
         identity = request.headers.get(IDENTITY_HEADER)
         if identity is None:
             raise ApiError(422, "validation_error", f"{IDENTITY_HEADER}: required in shared-key mode")

@@ -82,7 +82,7 @@ def _handle_redis_error(error: RedisError) -> Response:
     # The message may carry the Redis URL (and its password): log the type only.
     log.error("storage_unavailable", error=type(error).__name__, method=request.method, path=request.path)
     return error_response(
-        503, "storage_unavailable", "rate-limit storage is unreachable; try again shortly", {"Retry-After": "5"}
+        503, "storage_unavailable", "storage (Redis) is unreachable; try again shortly", {"Retry-After": "5"}
     )
 
 

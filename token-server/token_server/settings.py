@@ -134,6 +134,10 @@ class Settings(BaseSettings):
     #: `shared-key` mode: comma-separated bearer keys (several, to rotate), each at least
     #: 32 characters.
     token_shared_keys: SecretStr = Field(default=SecretStr(""), validation_alias="TOKEN_SHARED_KEYS")
+    #: Operators' bearer keys for the call-records API (`GET /api/calls`), comma-separated,
+    #: each at least 32 characters; empty turns the API off. Separate from the token keys:
+    #: records hold every caller's transcript.
+    records_api_keys: SecretStr = Field(default=SecretStr(""), validation_alias="RECORDS_API_KEYS")
     #: `oidc` mode: expected `iss` (comma-separated when a provider uses several spellings),
     #: expected `aud` (comma-separated: any one matches), the JWKS URL (empty: discovered
     #: from the first issuer's ``/.well-known/openid-configuration``), allowed algorithms,
@@ -181,6 +185,11 @@ class Settings(BaseSettings):
     def shared_keys(self) -> list[str]:
         """`TOKEN_SHARED_KEYS` as a list (secrets: never log them)."""
         return split_list(self.token_shared_keys.get_secret_value())
+
+    @property
+    def records_keys(self) -> list[str]:
+        """`RECORDS_API_KEYS` as a list (secrets: never log them)."""
+        return split_list(self.records_api_keys.get_secret_value())
 
     @property
     def oidc_issuers(self) -> list[str]:
@@ -272,6 +281,15 @@ class Settings(BaseSettings):
             if origin == "*" or not re.match(r"^https?://[^/\s?#]+/?$", origin):
                 raise ValueError("must be exact origins such as https://app.example.org (no '*')")
         return value
+
+    @model_validator(mode="after")
+    def _records_keys_are_strong(self) -> Settings:
+        keys = self.records_keys
+        if any(len(key) < MIN_SHARED_KEY_LENGTH for key in keys):
+            raise ValueError(f"RECORDS_API_KEYS: every key must be at least {MIN_SHARED_KEY_LENGTH} characters long")
+        if self.livekit_api_secret.get_secret_value() in keys:
+            raise ValueError("RECORDS_API_KEYS must not contain LIVEKIT_API_SECRET")
+        return self
 
     @model_validator(mode="after")
     def _auth_mode_is_complete(self) -> Settings:

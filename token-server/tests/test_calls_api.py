@@ -1,0 +1,104 @@
+"""`GET /api/calls`: the agent's call records, for holders of a records key only."""
+
+from __future__ import annotations
+
+import json
+import time
+
+import pytest
+import redis
+from flask.testing import FlaskClient
+from werkzeug.test import TestResponse
+
+from tests import openapi_check
+from token_server import create_app
+from token_server.records import CALLS, OPEN_CALLS, call_key, events_key
+from tokenserver_testing import API_SECRET, make_settings
+
+RECORDS_KEY = "records-key-0123456789abcdefghijklmnopqrstuvwxyz"
+
+
+@pytest.fixture
+def store(redis_server: str) -> redis.Redis:
+    client = redis.Redis.from_url(redis_server, decode_responses=True)
+    client.flushdb()
+    return client
+
+
+@pytest.fixture
+def calls_client(redis_server: str) -> FlaskClient:
+    app = create_app(make_settings(records_api_keys=RECORDS_KEY, redis_url=redis_server))
+    return app.test_client()
+
+
+def conforms(response: TestResponse, path: str) -> TestResponse:
+    """Assert the response matches openapi.yaml for GET `path` (a template); return it."""
+    openapi_check.problems(path, "get", response.status_code, response.headers, response.mimetype, response.data)
+    return response
+
+
+def record_call(store: redis.Redis, room: str, started_at: float) -> None:
+    """Write a call the way the agent does (schema: agent/voice_agent/records.py)."""
+    store.hset(call_key(room), mapping={
+        "room": room, "participant_identity": "user-a", "participant_name": "Ada",
+        "started_at": str(started_at), "jobs": "1",
+    })
+    store.zadd(CALLS, {room: started_at})
+    store.sadd(OPEN_CALLS, room)
+    for seq, (role, text) in enumerate([("assistant", "Hello!"), ("user", "What time is it?")]):
+        store.xadd(events_key(room), {
+            "type": "turn", "at": str(started_at + seq), "job": "j1", "seq": str(seq),
+            "data": json.dumps({"role": role, "text": text, "interrupted": False}),
+        })
+
+
+def auth(key: str = RECORDS_KEY) -> dict[str, str]:
+    return {"Authorization": f"Bearer {key}"}
+
+
+def test_a_recorded_call_is_listed_and_read_back(calls_client: FlaskClient, store: redis.Redis) -> None:
+    now = time.time()
+    record_call(store, "room-older", now - 60)
+    record_call(store, "room-newer", now)
+
+    listing = conforms(calls_client.get("/api/calls", headers=auth()), "/api/calls")
+    assert listing.status_code == 200
+    assert [c["room"] for c in listing.get_json()["calls"]] == ["room-newer", "room-older"]
+
+    one = conforms(calls_client.get("/api/calls/room-newer", headers=auth()), "/api/calls/{room}")
+    assert one.status_code == 200
+    body = one.get_json()
+    assert body["participant_name"] == "Ada" and body["open"] is True
+    assert [(t["role"], t["text"]) for t in body["turns"]] == [("assistant", "Hello!"), ("user", "What time is it?")]
+
+    paged = calls_client.get(f"/api/calls?limit=1&before={now - 1}", headers=auth())
+    assert [c["room"] for c in paged.get_json()["calls"]] == ["room-older"]
+
+
+@pytest.mark.parametrize("headers", [{}, auth("wrong-key-0123456789abcdefghijklmnopqrstuvw"), {"Authorization": "Basic x"}])
+def test_records_need_a_records_key(calls_client: FlaskClient, headers: dict[str, str]) -> None:
+    response = conforms(calls_client.get("/api/calls", headers=headers), "/api/calls")
+    assert response.status_code == 401
+    assert response.get_json()["error"]["code"] == "unauthorized"
+    assert response.headers["WWW-Authenticate"].startswith("Bearer")
+
+
+def test_unknown_room_and_bad_query_are_clear_errors(calls_client: FlaskClient, store: redis.Redis) -> None:
+    missing = conforms(calls_client.get("/api/calls/room-nope", headers=auth()), "/api/calls/{room}")
+    assert missing.status_code == 404 and missing.get_json()["error"]["code"] == "not_found"
+    for query in ("limit=0", "limit=500", "limit=abc", "before=-1"):
+        bad = conforms(calls_client.get(f"/api/calls?{query}", headers=auth()), "/api/calls")
+        assert bad.status_code == 422, query
+        assert bad.get_json()["error"]["message"].split(":")[0] in query
+
+
+def test_the_api_is_off_without_keys(client: FlaskClient) -> None:
+    response = conforms(client.get("/api/calls", headers=auth()), "/api/calls")
+    assert response.status_code == 403
+    assert response.get_json()["error"]["code"] == "records_api_disabled"
+
+
+@pytest.mark.parametrize("keys", ["short", API_SECRET])
+def test_weak_records_keys_are_refused(keys: str) -> None:
+    with pytest.raises(ValueError, match="RECORDS_API_KEYS"):
+        make_settings(records_api_keys=keys)
