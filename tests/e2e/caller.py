@@ -75,13 +75,19 @@ class Caller:
     """One participant in a call with the agent.
 
     Use as `async with Caller(token_url) as caller:`; then `await caller.say(samples)`.
+
+    Args:
+        token_url: the token endpoint, asked for a token (a fresh room) on entry.
+        name: the participant name sent with the token request.
+        token: a token answer to join with instead (`server_url`, `participant_token`,
+            `participant_identity`): rejoining a room, as a client's full reconnect does.
     """
 
-    def __init__(self, token_url: str, name: str = "Test Caller") -> None:
+    def __init__(self, token_url: str, name: str = "Test Caller", token: dict[str, Any] | None = None) -> None:
         self.token_url = token_url
         self.name = name
         self.room = rtc.Room()
-        self.token: dict[str, Any] = {}
+        self.token: dict[str, Any] = dict(token or {})
         self.transcripts: list[TranscriptEvent] = []
         self.agent_audio = AgentAudio()
         self.joined_at = 0.0
@@ -93,10 +99,12 @@ class Caller:
         self._source = rtc.AudioSource(MIC_SAMPLE_RATE, 1, queue_size_ms=100)
 
     async def __aenter__(self) -> Caller:
-        status, body = await asyncio.to_thread(request_token, self.token_url, {"participant_name": self.name})
-        if status != 201:
-            raise RuntimeError(f"token endpoint answered {status}: {body}")
-        self.token = body
+        if not self.token:
+            status, body = await asyncio.to_thread(request_token, self.token_url, {"participant_name": self.name})
+            if status != 201:
+                raise RuntimeError(f"token endpoint answered {status}: {body}")
+            self.token = body
+        body = self.token
         self.room.register_text_stream_handler("lk.transcription", self._on_transcription)
         self.room.on("track_subscribed", self._on_track_subscribed)
         await self.room.connect(body["server_url"], body["participant_token"])
