@@ -20,7 +20,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import statistics
 import sys
 import tempfile
 import time
@@ -28,10 +27,10 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from scripts import stack  # noqa: E402
+from scripts.bench_stats import figures, summary  # noqa: E402
 from tests.audio import synthesize  # noqa: E402
 from tests.e2e.caller import MIC_SAMPLE_RATE, Caller  # noqa: E402
-from tests.e2e.harness import ProcessStack, isolated_overrides  # noqa: E402
+from tests.e2e.harness import ProcessStack, running_stack  # noqa: E402
 from tests.standins.gemini_live import GeminiLiveStandin, StandinConfig  # noqa: E402
 
 UTTERANCES = (
@@ -42,11 +41,6 @@ UTTERANCES = (
 )
 
 
-def percentile(values: list[float], q: float) -> float:
-    """The q-th percentile (0-100) by linear interpolation (`statistics.quantiles`, inclusive)."""
-    if len(values) == 1:
-        return values[0]
-    return statistics.quantiles(values, n=100, method="inclusive")[int(q) - 1]
 
 
 async def one_call(stack_: ProcessStack, standin: GeminiLiveStandin, turns: int) -> tuple[float, list[float]]:
@@ -82,10 +76,6 @@ async def wait_reply_done(standin: GeminiLiveStandin, session_id: str) -> None:
     raise TimeoutError("the stand-in never completed its reply")
 
 
-def summary(name: str, values_s: list[float]) -> str:
-    ms = [v * 1000 for v in values_s]
-    return (f"{name:<34} n={len(ms):<3} p50={percentile(ms, 50):7.0f} ms  p95={percentile(ms, 95):7.0f} ms"
-            f"  max={max(ms):7.0f} ms")
 
 
 def main() -> int:
@@ -96,31 +86,19 @@ def main() -> int:
     if args.calls < 1 or args.turns < 1:
         parser.error("--calls and --turns must be at least 1")
 
-    with tempfile.TemporaryDirectory(prefix="bench-") as tmp:
-        standin = GeminiLiveStandin(StandinConfig(), cert_dir=Path(tmp, "certs"))
-        standin.start()
-        overrides = isolated_overrides(Path(tmp, "state"), standin.base_url, str(standin.ca_file))
-        processes = ProcessStack(stack.build_env(env_file=None, overrides=overrides), Path(tmp, "logs"))
-        try:
-            processes.start()
-            greetings: list[float] = []
-            latencies: list[float] = []
+    greetings: list[float] = []
+    latencies: list[float] = []
+    with tempfile.TemporaryDirectory(prefix="bench-") as tmp, \
+            GeminiLiveStandin(StandinConfig(), cert_dir=Path(tmp, "certs")) as standin:
+        with running_stack(standin.base_url, str(standin.ca_file), Path(tmp, "state"), Path(tmp, "logs")) as processes:
             for _ in range(args.calls):
                 greeting_s, turn_latencies = asyncio.run(one_call(processes, standin, args.turns))
                 greetings.append(greeting_s)
                 latencies.extend(turn_latencies)
-        finally:
-            processes.close()
-            standin.stop()
 
     print(summary("added voice-to-voice latency", latencies))
     print(summary("join -> first greeting audio", greetings))
-    print(json.dumps({
-        "voice_to_voice_added_ms": {"p50": round(percentile(latencies, 50) * 1000),
-                                    "p95": round(percentile(latencies, 95) * 1000), "n": len(latencies)},
-        "join_to_greeting_ms": {"p50": round(percentile(greetings, 50) * 1000),
-                                "p95": round(percentile(greetings, 95) * 1000), "n": len(greetings)},
-    }))
+    print(json.dumps({"voice_to_voice_added_ms": figures(latencies), "join_to_greeting_ms": figures(greetings)}))
     return 0
 
 

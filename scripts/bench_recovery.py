@@ -28,11 +28,10 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from scripts import stack  # noqa: E402
-from scripts.bench_latency import percentile, summary  # noqa: E402
+from scripts.bench_stats import figures, summary  # noqa: E402
 from tests.audio import synthesize  # noqa: E402
 from tests.e2e.caller import MIC_SAMPLE_RATE, Caller  # noqa: E402
-from tests.e2e.harness import ProcessStack, isolated_overrides  # noqa: E402
+from tests.e2e.harness import ProcessStack, running_stack  # noqa: E402
 from tests.e2e.test_faults import greeted, wait_sessions, wait_worker_ready, worker_pid  # noqa: E402
 from tests.standins.gemini_live import GeminiLiveStandin, StandinConfig  # noqa: E402
 
@@ -102,24 +101,14 @@ def main() -> int:
     args = parser.parse_args()
     if args.drops < 1 or args.kills < 1:
         parser.error("--drops and --kills must be at least 1")
-    with tempfile.TemporaryDirectory(prefix="bench-recovery-") as tmp:
-        standin = GeminiLiveStandin(StandinConfig(), cert_dir=Path(tmp, "certs"))
-        standin.start()
-        overrides = isolated_overrides(Path(tmp, "state"), standin.base_url, str(standin.ca_file))
-        processes = ProcessStack(stack.build_env(env_file=None, overrides=overrides), Path(tmp, "logs"))
-        try:
-            processes.start()
+    with tempfile.TemporaryDirectory(prefix="bench-recovery-") as tmp, \
+            GeminiLiveStandin(StandinConfig(), cert_dir=Path(tmp, "certs")) as standin:
+        with running_stack(standin.base_url, str(standin.ca_file), Path(tmp, "state"), Path(tmp, "logs")) as processes:
             drops = asyncio.run(model_drop_trials(processes, standin, args.drops))
             kills = asyncio.run(worker_kill_trials(processes, standin, args.kills))
-        finally:
-            processes.close()
-            standin.stop()
     print(summary("model drop -> agent audio again", drops))
     print(summary("worker kill -> agent back", kills))
-    print(json.dumps({
-        name: {"p50": round(percentile(v, 50) * 1000), "p95": round(percentile(v, 95) * 1000), "n": len(v)}
-        for name, v in (("model_drop_to_audio_ms", drops), ("worker_kill_to_agent_ms", kills))
-    }))
+    print(json.dumps({"model_drop_to_audio_ms": figures(drops), "worker_kill_to_agent_ms": figures(kills)}))
     return 0
 
 

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from scripts import stack
-from tests.e2e.harness import ProcessStack, isolated_overrides
+from tests.e2e.harness import ProcessStack, running_stack
 from tests.standins.gemini_live import GeminiLiveStandin, StandinConfig, ToolCallSpec
 
 ARTIFACTS = stack.ROOT / "artifacts"
@@ -47,18 +47,7 @@ def native_stack(
     for tool in ("redis-server", "livekit-server", "caddy", "gunicorn"):
         if shutil.which(tool) is None:
             pytest.fail(f"{tool} is not on PATH: run the tests with ./scripts/test")
-    overrides = isolated_overrides(
-        tmp_path_factory.mktemp("state"), standin.base_url, str(standin.ca_file)
-    )
-    env = stack.build_env(env_file=None, overrides=overrides)
-    processes = ProcessStack(env, artifacts / "logs")
-    try:
-        processes.start()
+    with running_stack(
+        standin.base_url, str(standin.ca_file), tmp_path_factory.mktemp("state"), artifacts / "logs"
+    ) as processes:
         yield processes
-    finally:
-        processes.close()
-    # Every test that used the stack has run: no process may have logged its API secret.
-    leaked = [log.name for log in sorted(processes.log_dir.glob("*.log"))
-              if env["LIVEKIT_API_SECRET"] in log.read_text(errors="replace")]
-    if leaked:
-        pytest.fail(f"the stack's LIVEKIT_API_SECRET appears in {', '.join(leaked)}")

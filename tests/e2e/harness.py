@@ -15,7 +15,8 @@ import signal
 import socket
 import subprocess
 import time
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping
+from contextlib import contextmanager
 from pathlib import Path
 
 from scripts import stack
@@ -188,3 +189,24 @@ class ProcessStack:
                 return True
             time.sleep(0.2)
         return False
+
+
+@contextmanager
+def running_stack(
+    model_base_url: str,
+    model_ca_file: str,
+    state_dir: Path,
+    log_dir: Path,
+    extra: Mapping[str, str] | None = None,
+) -> Iterator[ProcessStack]:
+    """Every Procfile process, isolated (`isolated_overrides` plus `extra`), started and healthy.
+
+    Stops them all on exit, whatever happened.
+    """
+    overrides = {**isolated_overrides(state_dir, model_base_url, model_ca_file), **(extra or {})}
+    processes = ProcessStack(stack.build_env(env_file=None, overrides=overrides), log_dir)
+    try:
+        processes.start()
+        yield processes
+    finally:
+        processes.close()

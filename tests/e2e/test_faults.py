@@ -24,7 +24,7 @@ from scripts import stack
 from tests.audio import synthesize
 from tests.conftest import TIME_TOOL_CALL
 from tests.e2e.caller import MIC_SAMPLE_RATE, Caller
-from tests.e2e.harness import ProcessStack, free_port, isolated_overrides
+from tests.e2e.harness import ProcessStack, free_port, running_stack
 from tests.standins.gemini_live import GeminiLiveStandin, SessionRecord, StandinConfig
 
 pytestmark = pytest.mark.e2e
@@ -47,17 +47,15 @@ def fault_stack(
     fault_standin: GeminiLiveStandin, tmp_path_factory: pytest.TempPathFactory, artifacts: Path
 ) -> Iterator[ProcessStack]:
     """A stack of this module's own (its agent is drained, killed and restarted here)."""
-    overrides = isolated_overrides(
-        tmp_path_factory.mktemp("fault-state"), fault_standin.base_url, str(fault_standin.ca_file)
-    )
-    overrides["AGENT_MODEL_RETRY_GIVE_UP_S"] = "30"
-    overrides["AGENT_DRAIN_TIMEOUT_S"] = "25"  # a short grace period for the drain test
-    processes = ProcessStack(stack.build_env(env_file=None, overrides=overrides), artifacts / "logs" / "faults")
-    try:
-        processes.start()
+    extra = {
+        "AGENT_MODEL_RETRY_GIVE_UP_S": "30",
+        "AGENT_DRAIN_TIMEOUT_S": "25",  # a short grace period for the drain test
+    }
+    with running_stack(
+        fault_standin.base_url, str(fault_standin.ca_file), tmp_path_factory.mktemp("fault-state"),
+        artifacts / "logs" / "faults", extra,
+    ) as processes:
         yield processes
-    finally:
-        processes.close()
 
 
 @pytest.fixture(autouse=True)
