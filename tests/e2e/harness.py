@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import random
 import secrets
 import signal
 import socket
@@ -28,11 +29,29 @@ NO_CALLER_TIMEOUT_S = 8
 SERVICES = ("redis", "livekit", "token-server", "agent", "web")
 
 
+#: Where test stacks take their TCP ports: below Linux's ephemeral range (32768-60999), so
+#: an outgoing connection cannot take a port between our pick and the service's bind.
+TEST_PORTS = range(20_000, 32_000)
+_handed_out: set[int] = set()
+
+
 def free_port() -> int:
-    """A TCP port that is free on 127.0.0.1 right now."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
+    """A TCP port in `TEST_PORTS` that is free on 127.0.0.1 right now, never the same twice.
+
+    Raises:
+        RuntimeError: when 500 random picks were all taken.
+    """
+    for port in random.sample(TEST_PORTS, 500):
+        if port in _handed_out:
+            continue
+        with socket.socket() as sock:
+            try:
+                sock.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            _handed_out.add(port)
+            return port
+    raise RuntimeError(f"no free TCP port in {TEST_PORTS.start}-{TEST_PORTS.stop - 1}")
 
 
 def isolated_overrides(state_dir: Path, model_base_url: str, model_ca_file: str) -> dict[str, str]:
