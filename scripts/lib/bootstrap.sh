@@ -34,9 +34,23 @@ ensure_apt() {
     || die "apt-get install ${missing[*]} failed"
 }
 
+# with_cache_lock NAME CMD...: run CMD holding $CACHE_DIR/NAME.lock, so that several runs
+# (parallel test sessions, CI and a developer) build one cache entry once, not over each other.
+with_cache_lock() {
+  local name="$1"; shift
+  mkdir -p "$CACHE_DIR"
+  (flock 9 && "$@") 9>"$CACHE_DIR/$name.lock"
+}
+
 # ensure_livekit: livekit-server on PATH (built once per version).
 ensure_livekit() {
   local dir="$CACHE_DIR/livekit-$LIVEKIT_VERSION"
+  [ -x "$dir/livekit-server" ] || with_cache_lock "livekit-$LIVEKIT_VERSION" build_livekit "$dir"
+  export PATH="$dir:$PATH"
+}
+
+build_livekit() {
+  local dir="$1"
   if [ ! -x "$dir/livekit-server" ]; then
     command -v go >/dev/null || die "Go is needed to build livekit-server (https://go.dev/doc/install)"
     log "building livekit-server $LIVEKIT_VERSION with go install (a few minutes, once)"
@@ -45,7 +59,6 @@ ensure_livekit() {
       || die "go install livekit-server failed"
     mv "$dir/server" "$dir/livekit-server"
   fi
-  export PATH="$dir:$PATH"
 }
 
 # ensure_venv: the Python environment from requirements.lock, activated on PATH.
@@ -54,6 +67,13 @@ ensure_venv() {
   lock_hash="$(sha256sum "$ROOT/requirements.lock" | cut -c1-12)"
   venv="$CACHE_DIR/venv-$lock_hash"
   uv_dir="$CACHE_DIR/uv-$UV_VERSION"
+  [ -f "$venv/.complete" ] || with_cache_lock "venv-$lock_hash" build_venv "$venv" "$uv_dir"
+  export VIRTUAL_ENV="$venv"
+  export PATH="$venv/bin:$PATH"
+}
+
+build_venv() {
+  local venv="$1" uv_dir="$2"
   if [ ! -f "$venv/.complete" ]; then
     if [ ! -x "$uv_dir/bin/uv" ]; then
       log "installing uv $UV_VERSION"
@@ -66,8 +86,6 @@ ensure_venv() {
       || die "could not install requirements.lock"
     touch "$venv/.complete"
   fi
-  export VIRTUAL_ENV="$venv"
-  export PATH="$venv/bin:$PATH"
 }
 
 # ensure_web: web/dist built from web/package-lock.json.
