@@ -32,6 +32,8 @@ PROCFILE = ROOT / "Procfile"
 LIVEKIT_CONFIG = ROOT / "livekit.yaml"
 #: Minimum LiveKit API secret length (livekit-server logs an error below it outside dev mode).
 MIN_SECRET_LENGTH = 32
+#: Procfile processes that run only when a setting is true: process name -> setting.
+OPTIONAL_PROCESSES = {"sip": "SIP_ENABLED"}
 
 
 def parse_env_file(path: Path) -> dict[str, str]:
@@ -103,6 +105,39 @@ def livekit_config_with_webhook(env: Mapping[str, str]) -> str:
     return yaml.safe_dump(config, sort_keys=False)
 
 
+def sip_config(env: Mapping[str, str]) -> str:
+    """livekit-sip's configuration, as YAML for `SIP_CONFIG_BODY` (it reads that variable
+    instead of a `--config` file). compose.yaml's `sip` service writes the same keys.
+
+    It shares livekit-server's Redis (LiveKit's SIP API answers "SIP not connected"
+    without it) and advertises `LIVEKIT_NODE_IP`. Ports: `SIP_PORT` (UDP and TCP),
+    `SIP_RTP_PORTS` (UDP media), `SIP_HEALTH_PORT` (HTTP, all interfaces).
+    """
+    config: dict[str, object] = {
+        "api_key": env["LIVEKIT_API_KEY"],
+        "api_secret": env["LIVEKIT_API_SECRET"],
+        "ws_url": env["LIVEKIT_URL"],
+        "redis": {"address": env["REDIS_HOST"]},
+        "sip_port": int(env["SIP_PORT"]),
+        "rtp_port": env["SIP_RTP_PORTS"],
+        "health_port": int(env["SIP_HEALTH_PORT"]),
+        "max_cpu_utilization": float(env["SIP_MAX_CPU_UTILIZATION"]),
+        "max_active_calls": int(env["SIP_MAX_ACTIVE_CALLS"]),
+        "logging": {"level": "info"},
+    }
+    if env.get("LIVEKIT_NODE_IP"):
+        config["nat_1_to_1_ip"] = env["LIVEKIT_NODE_IP"]
+    if env.get("SIP_LISTEN_IP"):
+        config["listen_ip"] = env["SIP_LISTEN_IP"]
+    return yaml.safe_dump(config, sort_keys=False)
+
+
+def process_enabled(env: Mapping[str, str], name: str) -> bool:
+    """Whether Procfile process `name` runs with `env` (see `OPTIONAL_PROCESSES`)."""
+    setting = OPTIONAL_PROCESSES.get(name)
+    return setting is None or env.get(setting, "").strip().lower() in {"1", "true", "yes", "on"}
+
+
 def build_env(
     env_file: Path | None = ROOT / ".env",
     overrides: Mapping[str, str] | None = None,
@@ -120,8 +155,8 @@ def build_env(
         (the agent's registration URL), `LIVEKIT_KEYS` (livekit-server), `NODE_IP`,
         `REDIS_HOST`, `REDIS_URL` (call records, the token server's limits and sessions),
         `TOKEN_SERVER_HOST` (default 127.0.0.1), `LIVEKIT_CONFIG` (livekit.yaml with webhooks
-        to the token server, see `livekit_config_with_webhook`), `PYTHONPATH`, `WEB_ROOT`,
-        `STATE_DIR`.
+        to the token server, see `livekit_config_with_webhook`), `SIP_CONFIG_BODY` (with
+        `SIP_ENABLED`, see `sip_config`), `PYTHONPATH`, `WEB_ROOT`, `STATE_DIR`.
     """
     inherited = dict(os.environ if base is None else base)
     settings = parse_env_file(ENV_EXAMPLE)
@@ -141,6 +176,8 @@ def build_env(
     env["TOKEN_SERVER_HOST"] = env.get("TOKEN_SERVER_HOST") or "127.0.0.1"
     if env.get("LIVEKIT_API_KEY") and not inherited.get("LIVEKIT_CONFIG"):
         env["LIVEKIT_CONFIG"] = livekit_config_with_webhook(env)
+    if process_enabled(env, "sip") and env.get("LIVEKIT_API_KEY"):
+        env["SIP_CONFIG_BODY"] = sip_config(env)
     env.setdefault("STATE_DIR", str(ROOT / ".state"))
     env.setdefault("WEB_ROOT", str(ROOT / "web" / "dist"))
     env.setdefault("AGENT_READY_FILE", str(Path(env["STATE_DIR"]) / "agent.ready"))
@@ -162,13 +199,15 @@ def check_env(env: Mapping[str, str]) -> list[str]:
     return problems
 
 
-def procfile_commands(path: Path = PROCFILE) -> dict[str, str]:
-    """The `name: command` lines of the Procfile, in order."""
+def procfile_commands(path: Path = PROCFILE, env: Mapping[str, str] | None = None) -> dict[str, str]:
+    """The `name: command` lines of the Procfile, in order; with `env`, only the processes
+    that run with it (`process_enabled`)."""
     commands: dict[str, str] = {}
     for line in path.read_text(encoding="utf-8").splitlines():
         if line.strip() and not line.lstrip().startswith("#") and ":" in line:
             name, command = line.split(":", 1)
-            commands[name.strip()] = command.strip()
+            if env is None or process_enabled(env, name.strip()):
+                commands[name.strip()] = command.strip()
     return commands
 
 
@@ -202,14 +241,14 @@ class HealthCheck:
 
 
 def health_checks(env: Mapping[str, str]) -> dict[str, HealthCheck]:
-    """One check per Procfile process, keyed by process name."""
+    """One check per Procfile process that runs with `env`, keyed by process name."""
     livekit = f"http://127.0.0.1:{env['LIVEKIT_PORT']}/"
     token = f"http://127.0.0.1:{env['TOKEN_SERVER_PORT']}/healthz"
     agent = f"http://127.0.0.1:{env['AGENT_HEALTH_PORT']}/"
     web = f"http://127.0.0.1:{env['WEB_PORT']}/"
     agent_ready = Path(env["AGENT_READY_FILE"])
     redis_port = int(env["REDIS_PORT"])
-    return {
+    checks = {
         "redis": HealthCheck("redis", lambda: _redis_ok(redis_port), f"PING on 127.0.0.1:{redis_port}"),
         "livekit": HealthCheck("livekit", lambda: _http_ok(livekit), f"GET {livekit}"),
         "token-server": HealthCheck("token-server", lambda: _http_ok(token), f"GET {token}"),
@@ -220,6 +259,10 @@ def health_checks(env: Mapping[str, str]) -> dict[str, HealthCheck]:
         ),
         "web": HealthCheck("web", lambda: _http_ok(web), f"GET {web}"),
     }
+    if process_enabled(env, "sip"):
+        sip = f"http://127.0.0.1:{env['SIP_HEALTH_PORT']}/"  # 429 while over SIP_MAX_CPU_UTILIZATION
+        checks["sip"] = HealthCheck("sip", lambda: _http_ok(sip), f"GET {sip}")
+    return checks
 
 
 def wait_healthy(
@@ -304,7 +347,7 @@ def run(env_file: Path) -> int:
 
     honcho_manager.KILL_WAIT = 15  # seconds: room for the agent to drain idle calls
     manager = _ordered_manager(Printer(sys.stdout))
-    for name, command in procfile_commands().items():
+    for name, command in procfile_commands(env=env).items():
         manager.add_process(name, command, env=env, cwd=str(ROOT))
 
     def announce() -> None:

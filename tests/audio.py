@@ -86,3 +86,27 @@ def best_envelope_match(sent: np.ndarray, received: np.ndarray) -> tuple[float, 
         if corr > best:
             best, best_lag = corr, lag
     return best, best_lag
+
+
+#: G.711 μ-law (ITU-T G.711): the bias added before the segment search, and the largest
+#: magnitude it encodes.
+_MULAW_BIAS = 0x84
+_MULAW_CLIP = 32635
+
+
+def mulaw_encode(samples: np.ndarray) -> bytes:
+    """int16 samples as G.711 μ-law bytes (PCMU, RTP payload type 0), one byte per sample."""
+    pcm = np.asarray(samples, dtype=np.int32)
+    sign = np.where(pcm < 0, 0x80, 0)
+    magnitude = np.minimum(np.abs(pcm), _MULAW_CLIP) + _MULAW_BIAS
+    exponent = np.clip(np.floor(np.log2(magnitude)).astype(np.int32) - 7, 0, 7)
+    mantissa = (magnitude >> (exponent + 3)) & 0x0F
+    return (~(sign | (exponent << 4) | mantissa) & 0xFF).astype(np.uint8).tobytes()
+
+
+def mulaw_decode(data: bytes) -> np.ndarray:
+    """G.711 μ-law bytes as int16 samples (the inverse of `mulaw_encode`, up to quantisation)."""
+    u = ~np.frombuffer(data, dtype=np.uint8).astype(np.int32) & 0xFF
+    exponent = (u >> 4) & 0x07
+    magnitude = (((u & 0x0F) << 3) + _MULAW_BIAS) << exponent
+    return np.where(u & 0x80, _MULAW_BIAS - magnitude, magnitude - _MULAW_BIAS).astype(np.int16)

@@ -8,6 +8,7 @@ import logging
 from livekit.agents import Agent, AgentSession, RunContext, ToolError, function_tool, llm
 
 from . import tools
+from .telephony import PhoneCall
 
 logger = logging.getLogger("voice_agent")
 
@@ -20,22 +21,35 @@ class Assistant(Agent):
     thing a caller hears is always the greeting, never a tool's answer.
     """
 
-    def __init__(self, *, instructions: str, faq: tools.Faq, chat_ctx: llm.ChatContext | None = None) -> None:
-        super().__init__(instructions=instructions, chat_ctx=chat_ctx)
-        self._faq = faq
+    def __init__(
+        self,
+        *,
+        instructions: str,
+        faq: tools.Faq,
+        chat_ctx: llm.ChatContext | None = None,
+        phone: PhoneCall | None = None,
+    ) -> None:
+        """`phone`: the call is a phone call; its tools (end, transfer) join the assistant's."""
         self.greeting_done = asyncio.Event()
+        super().__init__(
+            instructions=instructions, chat_ctx=chat_ctx, tools=phone.tools(self._after_greeting) if phone else None
+        )
+        self._faq = faq
 
-    async def greet(self, session: AgentSession, participant_name: str | None) -> None:
+    async def greet(
+        self, session: AgentSession, participant_name: str | None, *, instructions: str | None = None
+    ) -> None:
         """Speak a short greeting, personalised with the caller's display name when known.
 
         Gemini Live has no separate TTS, so the greeting is a model reply
-        generated from instructions (`session.say()` needs a TTS). Returns once
-        it has played out (or was interrupted); then the tools unlock.
+        generated from instructions (`session.say()` needs a TTS); `instructions`
+        replaces the default ones (a phone call's greeting). Returns once it has
+        played out (or was interrupted); then the tools unlock.
         """
         who = f"the caller, whose name is {participant_name}," if participant_name else "the caller"
         try:
             handle = session.generate_reply(
-                instructions=f"Greet {who} warmly in one short sentence and offer help."
+                instructions=instructions or f"Greet {who} warmly in one short sentence and offer help."
             )
             await handle.wait_for_playout()
         finally:

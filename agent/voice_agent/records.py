@@ -4,7 +4,9 @@ Schema (the token server reads it with `token_server.records`; keep the two in s
 
     voice:call:{room}            HASH    room, participant_identity, participant_name, metadata,
                                          started_at, ended_at, end_reason, jobs, redispatches
-                                         (times: Unix seconds as decimal strings)
+                                         (times: Unix seconds as decimal strings); phone
+                                         calls add phone_number, sip_call_id, direction
+                                         (inbound | outbound)
     voice:call:{room}:events     STREAM  one entry per event, fields:
                                          type  turn | tool | usage | lifecycle
                                          at    Unix seconds
@@ -115,6 +117,7 @@ class CallRecorder:
         self._task: asyncio.Task[None] | None = None
         self._idle = asyncio.Event()
         self._idle.set()
+        self._ended = False
 
     # ---- holding the room (one agent per room) ----------------------------------------
 
@@ -192,6 +195,12 @@ class CallRecorder:
             fields["participant_name"] = name
         self._queue("hset", (call_key(self.room),), {"mapping": fields})
 
+    def set_phone(self, *, phone_number: str, sip_call_id: str, direction: str) -> None:
+        """Mark the call as a phone call: the other party's number, the SIP call id, and
+        who called (`inbound`: they called us)."""
+        fields = {"phone_number": phone_number, "sip_call_id": sip_call_id, "direction": direction}
+        self._queue("hset", (call_key(self.room),), {"mapping": fields})
+
     def event(self, kind: str, data: dict[str, Any], *, at: float | None = None) -> None:
         """Append an event (turn, tool, usage, lifecycle)."""
         self._seq += 1
@@ -205,7 +214,11 @@ class CallRecorder:
         self._queue("xadd", (events_key(self.room), fields))
 
     def end(self, reason: str) -> None:
-        """The call is over (the caller left, or it cannot go on): close the record."""
+        """The call is over (the caller left, or it cannot go on): close the record. Only the
+        first reason counts (the agent hangs up, then the caller's line drops)."""
+        if self._ended:
+            return
+        self._ended = True
         self.event("lifecycle", {"event": "call_ended", "reason": reason})
         self._queue("hset", (call_key(self.room),), {"mapping": {"ended_at": f"{time.time():.3f}", "end_reason": reason}})
         self._queue("srem", (OPEN_CALLS, self.room))

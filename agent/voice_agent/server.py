@@ -20,13 +20,14 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Literal
 
 from livekit import rtc
 from livekit.agents import NOT_GIVEN, AgentServer, AgentSession, CloseEvent, CloseReason, JobContext, llm, room_io
 
-from . import records
+from . import records, telephony
 from .assistant import Assistant
 from .link import FILLER_TEXT, CallLink, clip_frames
 from .model import build_realtime_model
@@ -136,11 +137,17 @@ async def entrypoint(ctx: JobContext) -> None:
             metadata=ctx.job.metadata,
         )
 
+    phone_dispatch = telephony.PhoneDispatch.parse(ctx.job.metadata)  # None: a browser's call
+    phone = telephony.PhoneCall(
+        phone_dispatch, transfer_to=settings.sip_transfer_to, on_end=call.end if call else lambda _reason: None
+    ) if phone_dispatch else None
+
     chat_ctx = llm.ChatContext()
     for turn in earlier:  # an earlier agent of this call died or was drained: pick it up
         chat_ctx.add_message(role=turn.role, content=turn.text)  # type: ignore[arg-type]
     assistant = Assistant(
-        instructions=settings.instructions, faq=Faq.load(settings.faq_path), chat_ctx=chat_ctx if earlier else None
+        instructions=settings.instructions, faq=Faq.load(settings.faq_path), chat_ctx=chat_ctx if earlier else None,
+        phone=phone,
     )
     model = build_realtime_model(settings)
     # Gemini Live does turn detection and barge-in server-side: no local VAD or STT.
@@ -169,18 +176,20 @@ async def entrypoint(ctx: JobContext) -> None:
         room=ctx.room,
         room_options=room_io.RoomOptions(
             participant_identity=dispatch.participant_identity or NOT_GIVEN,
-            participant_kinds=[rtc.ParticipantKind.PARTICIPANT_KIND_STANDARD],
+            participant_kinds=[rtc.ParticipantKind.PARTICIPANT_KIND_STANDARD, rtc.ParticipantKind.PARTICIPANT_KIND_SIP],
             # A caller whose network drops may come back: `_watch_caller` decides when it is over.
             close_on_disconnect=False,
         ),
         record=False,
     )
 
-    # 2. identify: the participant the token was issued to (or the first caller).
+    # 2. identify: the participant the token was issued to (or the first caller); an outbound
+    # phone call may ring first.
+    ring_s = phone.dispatch.ring_timeout_s if phone else 0.0
     try:
         participant = await asyncio.wait_for(
             ctx.wait_for_participant(identity=dispatch.participant_identity),
-            timeout=settings.participant_timeout_s,
+            timeout=settings.participant_timeout_s + ring_s,
         )
     except TimeoutError:
         logger.info("no caller joined within %.0f s; ending the job", settings.participant_timeout_s)
@@ -191,7 +200,15 @@ async def entrypoint(ctx: JobContext) -> None:
     ctx.log_context_fields = {"room": ctx.room.name, "participant": participant.identity}
     if call is not None:
         call.set_participant(participant.identity, participant.name or dispatch.participant_name)
-    _watch_caller(ctx, call, participant.identity)
+    _watch_caller(ctx, call, participant.identity, left=phone.left_reason if phone else lambda: "caller left")
+    if phone is not None:
+        if call is not None:
+            call.set_phone(direction=phone.dispatch.direction, **phone.describe(participant))
+        try:
+            await phone.start(ctx.room, session, participant)  # until answered
+        except RuntimeError as exc:
+            logger.info("the phone call ended before it was answered (%s)", exc)
+            return  # `_watch_caller` ends the call
 
     # 3. the model link: retried with backoff while that makes sense (see resilience.py).
     ready_timeout = settings.model_retry_give_up_s + 2 * settings.model_connect_timeout_s
@@ -205,7 +222,9 @@ async def entrypoint(ctx: JobContext) -> None:
         logger.info("picking the call up from its record (%d earlier turns)", len(earlier))
         await assistant.resume(session)
     else:
-        await assistant.greet(session, participant.name or dispatch.participant_name)
+        await assistant.greet(
+            session, participant.name or dispatch.participant_name, instructions=phone.greeting() if phone else None
+        )
 
 
 async def _hold_room(ctx: JobContext) -> records.CallRecorder | None | Literal[False]:
@@ -241,8 +260,14 @@ async def _hold_room(ctx: JobContext) -> records.CallRecorder | None | Literal[F
     return call
 
 
-def _watch_caller(ctx: JobContext, call: records.CallRecorder | None, identity: str) -> None:
-    """End the call when the caller hangs up, or has not come back within the return timeout."""
+def _watch_caller(
+    ctx: JobContext, call: records.CallRecorder | None, identity: str, left: Callable[[], str]
+) -> None:
+    """End the call when the caller hangs up, or has not come back within the return timeout.
+
+    `left` says why, when the caller left on purpose ("caller left"; a phone call just
+    transferred: "transferred to ...").
+    """
     state: dict[str, asyncio.Task[None] | None] = {"timer": None}
 
     async def wait_for_return() -> None:
@@ -256,10 +281,13 @@ def _watch_caller(ctx: JobContext, call: records.CallRecorder | None, identity: 
     def _left(participant: rtc.RemoteParticipant) -> None:
         if participant.identity != identity:
             return
-        if participant.disconnect_reason == rtc.DisconnectReason.CLIENT_INITIATED:
+        # A phone line that drops never comes back: a new call is a new room.
+        if (participant.disconnect_reason == rtc.DisconnectReason.CLIENT_INITIATED
+                or participant.kind == rtc.ParticipantKind.PARTICIPANT_KIND_SIP):
+            reason = left()
             if call is not None:
-                call.end("caller left")
-            ctx.shutdown(reason="caller left")
+                call.end(reason)
+            ctx.shutdown(reason=reason)
             return
         reason = _reason_name(participant.disconnect_reason)
         logger.warning("the caller dropped (%s); waiting for them to come back", reason)

@@ -92,6 +92,10 @@ class AgentSettings(BaseSettings):
     #: How many times a call whose agent vanished is handed to a new job.
     max_redispatches: int = Field(default=3, ge=0, validation_alias="AGENT_MAX_REDISPATCHES")
 
+    #: Phone calls: where `transfer_call` sends a caller who asks for a person (SIP REFER):
+    #: `+15551234567`, `tel:...` or `sip:...`; empty: no transfer tool.
+    sip_transfer_to: str = Field(default="", validation_alias="SIP_TRANSFER_TO")
+
     # Call life cycle.
     participant_timeout_s: float = Field(default=30.0, gt=0, validation_alias="AGENT_PARTICIPANT_TIMEOUT_S")
     faq_path: Path = Field(default=DEFAULT_FAQ_PATH, validation_alias="AGENT_FAQ_PATH")

@@ -1,6 +1,7 @@
 # Installs what the appliance needs, idempotently; sourced by scripts/run and scripts/test.
 # Everything heavy is cached outside the clone, keyed by version, under $CACHE_DIR:
 #   livekit-<version>/livekit-server   built with `go install` from the Go module proxy
+#   livekit-sip-<version>/livekit-sip  built from its module with `go build` (telephony only)
 #   venv-<lock hash>/                   the Python environment from requirements.lock
 #   uv-<version>/                       the installer used to build that environment
 # apt packages are installed system-wide; npm packages come from ~/.npm's cache.
@@ -10,6 +11,7 @@ set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
 CACHE_DIR="${APPLIANCE_CACHE_DIR:-$HOME/.cache/voice-appliance}"
 LIVEKIT_VERSION="v1.13.5"   # a tag whose go.mod has no replace directive, so `go install` works
+SIP_VERSION="v1.8.0"        # the newest livekit-sip tag the Go module proxy serves; same psrpc as LIVEKIT_VERSION
 UV_VERSION="0.13.9"
 PYTHON="${APPLIANCE_PYTHON:-python3}"
 
@@ -61,6 +63,51 @@ build_livekit() {
   fi
 }
 
+# setting NAME: a setting's value as the native run sees it: the environment, else .env,
+# else .env.example (scripts/stack.py's precedence).
+setting() {
+  local name="$1" file value
+  if [ -n "${!name:-}" ]; then printf '%s\n' "${!name}"; return 0; fi
+  for file in "$ROOT/.env" "$ROOT/.env.example"; do
+    [ -f "$file" ] || continue
+    value="$(sed -n "s/^[[:space:]]*$name[[:space:]]*=[[:space:]]*//p" "$file" | tail -n 1 | tr -d "\"'")"
+    if [ -n "$value" ]; then printf '%s\n' "$value"; return 0; fi
+  done
+}
+
+# ensure_telephony: livekit-sip when SIP_ENABLED is true (a run without phone calls skips the build).
+ensure_telephony() {
+  case "$(setting SIP_ENABLED | tr '[:upper:]' '[:lower:]')" in
+    1|true|yes|on) ensure_sip ;;
+  esac
+}
+
+# ensure_sip: livekit-sip on PATH (built once per version; only telephony needs it).
+ensure_sip() {
+  local dir="$CACHE_DIR/livekit-sip-$SIP_VERSION"
+  ensure_apt libopus0 libopusfile0 libsoxr0
+  [ -x "$dir/livekit-sip" ] || with_cache_lock "livekit-sip-$SIP_VERSION" build_sip "$dir"
+  export PATH="$dir:$PATH"
+}
+
+# build_sip DIR: `go install` refuses livekit-sip (its go.mod has replace directives, and the
+# module proxy does not list its versions), so the tagged module is downloaded and built
+# where it lies. cgo: it links Opus and the SoX resampler (headers to build, libraries to run).
+build_sip() {
+  local dir="$1" src
+  if [ ! -x "$dir/livekit-sip" ]; then
+    command -v go >/dev/null || die "Go is needed to build livekit-sip (https://go.dev/doc/install)"
+    ensure_apt gcc pkg-config libopus-dev libopusfile-dev libsoxr-dev
+    log "building livekit-sip $SIP_VERSION with go build (a few minutes, once)"
+    go mod download "github.com/livekit/sip@$SIP_VERSION" || die "go mod download livekit-sip failed"
+    src="$(go env GOMODCACHE)/github.com/livekit/sip@$SIP_VERSION"
+    mkdir -p "$dir"
+    CGO_ENABLED=1 go build -C "$src" -ldflags "-X github.com/livekit/sip/version.Version=${SIP_VERSION#v}" \
+      -o "$dir/livekit-sip.tmp" ./cmd/livekit-sip || die "building livekit-sip failed"
+    mv "$dir/livekit-sip.tmp" "$dir/livekit-sip"
+  fi
+}
+
 # ensure_venv: the Python environment from requirements.lock, activated on PATH.
 ensure_venv() {
   local lock_hash uv_dir venv
@@ -105,6 +152,7 @@ ensure_web() {
 ensure_runtime() {
   ensure_apt redis-server caddy ca-certificates
   ensure_livekit
+  ensure_telephony
   ensure_venv
   ensure_web
 }

@@ -25,7 +25,8 @@ from scripts import stack
 #: How long a test stack's agent waits for its caller (s); production default is 30 s.
 NO_CALLER_TIMEOUT_S = 8
 
-#: Start order: dependencies first.
+#: Start order: dependencies first (the Procfile's order). Optional processes (`sip`, with
+#: SIP_ENABLED=true) follow them.
 SERVICES = ("redis", "livekit", "token-server", "agent", "web")
 
 
@@ -35,8 +36,11 @@ TEST_PORTS = range(20_000, 32_000)
 _handed_out: set[int] = set()
 
 
-def free_port() -> int:
+def free_port(udp: bool = False) -> int:
     """A TCP port in `TEST_PORTS` that is free on 127.0.0.1 right now, never the same twice.
+
+    Args:
+        udp: the port must be free for UDP too (SIP listens on both).
 
     Raises:
         RuntimeError: when 500 random picks were all taken.
@@ -44,14 +48,70 @@ def free_port() -> int:
     for port in random.sample(TEST_PORTS, 500):
         if port in _handed_out:
             continue
-        with socket.socket() as sock:
-            try:
-                sock.bind(("127.0.0.1", port))
-            except OSError:
-                continue
+        if _bindable(port, socket.SOCK_STREAM) and (not udp or _bindable(port, socket.SOCK_DGRAM)):
             _handed_out.add(port)
             return port
     raise RuntimeError(f"no free TCP port in {TEST_PORTS.start}-{TEST_PORTS.stop - 1}")
+
+
+def free_udp_range(count: int) -> range:
+    """`count` consecutive ports in `TEST_PORTS`, free for UDP on 127.0.0.1 now (RTP media).
+
+    Raises:
+        RuntimeError: when 200 random picks were all (partly) taken.
+    """
+    for start in random.sample(range(TEST_PORTS.start, TEST_PORTS.stop - count), 200):
+        ports = range(start, start + count)
+        if _handed_out.isdisjoint(ports) and all(_bindable(p, socket.SOCK_DGRAM) for p in ports):
+            _handed_out.update(ports)
+            return ports
+    raise RuntimeError(f"no {count} free UDP ports in a row in {TEST_PORTS.start}-{TEST_PORTS.stop - 1}")
+
+
+def _bindable(port: int, kind: socket.SocketKind) -> bool:
+    with socket.socket(socket.AF_INET, kind) as sock:
+        try:
+            sock.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+    return True
+
+
+#: The loopback trunk of test stacks with telephony (`telephony_overrides`).
+TRUNK_NUMBER = "+15550100000"
+TRUNK_USER = "trunk-user"
+TRUNK_PASSWORD = "trunk-password-0123456789"
+
+
+def telephony_overrides(outbound_port: int | None = None) -> dict[str, str]:
+    """Overrides that add livekit-sip to a test stack, with a trunk for loopback calls.
+
+    livekit-sip listens on 127.0.0.1 only, on free ports, with a CPU limit it never reaches
+    (on a busy 2-core machine the default 0.9 refuses calls with "cpu exhausted"). Inbound:
+    calls to `TRUNK_NUMBER` from 127.0.0.1/32 that answer the digest challenge with
+    `TRUNK_USER` / `TRUNK_PASSWORD`. Outbound (with `outbound_port`): to a SIP peer on
+    127.0.0.1:`outbound_port` over UDP, caller ID `TRUNK_NUMBER`.
+    """
+    rtp = free_udp_range(40)
+    overrides = {
+        "SIP_ENABLED": "true",
+        "SIP_PORT": str(free_port(udp=True)),
+        "SIP_RTP_PORTS": f"{rtp.start}-{rtp.stop - 1}",
+        "SIP_HEALTH_PORT": str(free_port()),
+        "SIP_LISTEN_IP": "127.0.0.1",
+        "SIP_MAX_CPU_UTILIZATION": "1.0",
+        "SIP_INBOUND_NUMBERS": TRUNK_NUMBER,
+        "SIP_INBOUND_ALLOWED_ADDRESSES": "127.0.0.1/32",
+        "SIP_INBOUND_USERNAME": TRUNK_USER,
+        "SIP_INBOUND_PASSWORD": TRUNK_PASSWORD,
+    }
+    if outbound_port is not None:
+        overrides.update({
+            "SIP_OUTBOUND_ADDRESS": f"127.0.0.1:{outbound_port}",
+            "SIP_OUTBOUND_NUMBER": TRUNK_NUMBER,
+            "SIP_OUTBOUND_TRANSPORT": "udp",
+        })
+    return overrides
 
 
 def isolated_overrides(state_dir: Path, model_base_url: str, model_ca_file: str) -> dict[str, str]:
@@ -100,7 +160,7 @@ class ProcessStack:
     def __init__(self, env: Mapping[str, str], log_dir: Path) -> None:
         self.env = dict(env)
         self.log_dir = log_dir
-        self.commands = stack.procfile_commands()
+        self.commands = stack.procfile_commands(env=self.env)
         self.checks = stack.health_checks(self.env)
         self.processes: dict[str, subprocess.Popen[bytes]] = {}
         log_dir.mkdir(parents=True, exist_ok=True)
@@ -116,12 +176,15 @@ class ProcessStack:
         """The token endpoint through the front door."""
         return f"{self.web_url}/api/token"
 
-    def start(self, names: Iterable[str] = SERVICES, timeout_s: float = 90.0) -> None:
-        """Start processes in order and wait until each is healthy.
+    def start(self, names: Iterable[str] | None = None, timeout_s: float = 90.0) -> None:
+        """Start processes in order and wait until each is healthy (default: `SERVICES`, then
+        the optional processes `env` enables).
 
         Raises:
             RuntimeError: a process exited or stayed unhealthy; the message has its log tail.
         """
+        if names is None:
+            names = [*SERVICES, *(n for n in self.commands if n not in SERVICES)]
         for name in names:
             log = open(self.log_dir / f"{name}.log", "ab")  # noqa: SIM115 - owned by the process
             self.processes[name] = subprocess.Popen(

@@ -5,7 +5,8 @@ whose configuration dispatches the agent (see `tokens`), for callers authenticat
 `TOKEN_AUTH_MODE` says (`auth`), within rate limits and a per-identity session cap
 (`ratelimit`, `sessions`). ``POST /api/livekit/webhook`` records LiveKit's room and
 participant events (`webhooks`); ``GET /api/calls`` serves the agent's call records to
-operators (`calls`). Serve it with ``gunicorn 'token_server:create_app()'``.
+operators (`calls`); ``POST /api/calls/outbound`` has the agent phone someone
+(`outbound`, through LiveKit SIP: `telephony`). Serve it with ``gunicorn 'token_server:create_app()'``.
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ from __future__ import annotations
 import structlog
 from flask import Flask
 
-from . import api, calls, errors, health, metrics, ratelimit, security, webhooks
+from . import api, calls, errors, health, metrics, outbound, ratelimit, security, webhooks
 from .auth import create_authenticator
 from .log import configure_logging
 from .sessions import create_store
@@ -47,6 +48,7 @@ def create_app(settings: Settings | None = None) -> Flask:
     api.init_app(app, settings, create_authenticator(settings), store)
     webhooks.init_app(app, settings, store)
     calls.init_app(app, settings)
+    outbound.init_app(app, settings)
     if settings.token_auth_mode == "open" and settings.exposed:
         structlog.get_logger("token_server").warning(
             "open_mode_exposed", host=settings.token_server_host,

@@ -4,6 +4,7 @@ The agent (`agent/voice_agent/records.py`) is the writer and documents the schem
 
     voice:call:{room}          HASH    room, participant_identity, participant_name, metadata,
                                        started_at, ended_at, end_reason, jobs, redispatches
+                                       [, phone_number, sip_call_id, direction: phone calls]
     voice:call:{room}:events   STREAM  type (turn|tool|usage|lifecycle), at, job, seq, data (JSON)
     voice:calls                ZSET    room -> started_at
     voice:calls:open           SET     rooms whose call has not ended
@@ -21,6 +22,8 @@ from typing import Any
 PREFIX = "voice:"
 CALLS = f"{PREFIX}calls"
 OPEN_CALLS = f"{PREFIX}calls:open"
+#: Summary fields only phone calls have.
+PHONE_FIELDS = ("phone_number", "sip_call_id", "direction")
 
 
 def call_key(room: str) -> str:
@@ -52,6 +55,7 @@ def _summary(room: str, fields: dict[str, str], is_open: bool) -> dict[str, Any]
         "end_reason": fields.get("end_reason"),
         "open": is_open,
         "jobs": int(fields.get("jobs", "0") or 0),
+        **{name: fields[name] for name in PHONE_FIELDS if name in fields},
     }
 
 
@@ -61,9 +65,9 @@ def load_session(redis: Any, room: str) -> dict[str, Any] | None:
     Returns:
         None when there is no record of `room`; else
         `{room, participant_identity, participant_name, started_at, ended_at, end_reason, open,
-        jobs, turns: [{at, role, text, interrupted}], tool_calls: [{at, call_id, name,
-        arguments, output, is_error}], usage: {input_tokens, output_tokens, total_tokens,
-        responses}, events: [{at, event, ...}]}` (times: Unix seconds).
+        jobs [, phone_number, sip_call_id, direction], turns: [{at, role, text, interrupted}],
+        tool_calls: [{at, call_id, name, arguments, output, is_error}], usage: {input_tokens,
+        output_tokens, total_tokens, responses}, events: [{at, event, ...}]}` (times: Unix seconds).
     """
     raw = redis.hgetall(call_key(room))
     if not raw:

@@ -16,6 +16,8 @@ from limits import parse_many
 from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from .telephony import TelephonySettings
+
 #: LiveKit's `--dev` secret (`devkey: secret`); never acceptable outside a laptop.
 LIVEKIT_DEV_SECRET = "secret"
 #: livekit-server itself complains about shorter secrets outside dev mode.
@@ -87,6 +89,9 @@ class Settings(BaseSettings):
     # --- Dispatch -----------------------------------------------------------------
     #: The worker's explicit dispatch name; no default here (it lives in `.env.example`).
     agent_name: str = Field(validation_alias="AGENT_NAME")
+
+    # --- Phone calls: the SIP_* variables (`telephony`) ---------------------------------
+    telephony: TelephonySettings = Field(default_factory=TelephonySettings)
 
     # --- Token and room ---------------------------------------------------------------
     token_ttl_seconds: int = Field(default=600, ge=10, le=3600, validation_alias="TOKEN_TTL_SECONDS")
