@@ -75,13 +75,14 @@ HEALTHCHECK --interval=5s --timeout=3s --start-period=30s --retries=3 \
 CMD ["sh", "-c", "exec gunicorn --bind \"$TOKEN_SERVER_HOST:$TOKEN_SERVER_PORT\" --workers 1 --threads 8 --no-control-socket --access-logfile - 'token_server:create_app()'"]
 
 # Agent worker: healthy once LiveKit has accepted its registration (AGENT_READY_FILE), not
-# merely when its health port answers. It drains live calls on SIGTERM
+# merely when its health port answers; the ready file names the port the worker bound
+# (AGENT_HEALTH_PORT, or any free one when that is 0). It drains live calls on SIGTERM
 # (AGENT_DRAIN_TIMEOUT_S): give `docker stop` a grace period longer than that.
 FROM runtime AS agent
 ENV AGENT_HEALTH_PORT=8081 \
     AGENT_READY_FILE=/tmp/voice-agent.ready
 EXPOSE 8081
 HEALTHCHECK --interval=5s --timeout=3s --start-period=60s --retries=3 \
-  CMD appliance-healthcheck --ready-file "$AGENT_READY_FILE" "http://127.0.0.1:${AGENT_HEALTH_PORT}/"
+  CMD appliance-healthcheck --ready-file "$AGENT_READY_FILE" "http://127.0.0.1:{health_port}/"
 STOPSIGNAL SIGTERM
 CMD ["python", "-m", "voice_agent", "start"]

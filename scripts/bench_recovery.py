@@ -31,8 +31,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from scripts.bench_stats import figures, summary  # noqa: E402
 from tests.audio import synthesize  # noqa: E402
 from tests.e2e.caller import MIC_SAMPLE_RATE, Caller  # noqa: E402
-from tests.e2e.harness import ProcessStack, running_stack  # noqa: E402
-from tests.e2e.test_faults import greeted, wait_sessions, wait_worker_ready, worker_pid  # noqa: E402
+from scripts import stack  # noqa: E402
+from tests.e2e.harness import ProcessStack, running_stack, worker_info, worker_process  # noqa: E402
+from tests.e2e.test_faults import greeted, wait_sessions, wait_worker_ready  # noqa: E402
 from tests.standins.gemini_live import GeminiLiveStandin, StandinConfig  # noqa: E402
 
 UTTERANCE = "Tell me something interesting about this appliance."
@@ -69,18 +70,28 @@ async def model_drop_trials(stack_: ProcessStack, standin: GeminiLiveStandin, tr
     return results
 
 
+def serving_worker(stack_: ProcessStack) -> int:
+    """The pid of the worker running the one live call (each worker's `GET /worker`)."""
+    for index, ready_file in enumerate(stack.agent_ready_files(stack_.env)):
+        if int(worker_info(ready_file).get("active_jobs", 0)) > 0:
+            return worker_process(stack_.processes["agent"].pid, index)
+    raise LookupError("no worker runs a job")
+
+
 async def worker_kill_trials(stack_: ProcessStack, standin: GeminiLiveStandin, trials: int) -> list[float]:
-    """Per trial, one call: SIGKILL the worker mid-call, time until a new agent is heard in the room.
+    """Per trial, one call: SIGKILL the worker serving it mid-call, time until a new agent is
+    heard in the room (with several workers, the others are alive meanwhile).
 
     A fresh call each time: a call is handed over at most AGENT_MAX_REDISPATCHES times.
     """
     results = []
     for _ in range(trials):
-        pid = await wait_worker_ready(stack_, None)
+        await wait_worker_ready(stack_, None)
         started = time.monotonic()
         async with Caller(stack_.token_url, name="Bench") as caller:
             await greeted(caller, standin, started)
             old_agent = caller.agent_identity()
+            pid = serving_worker(stack_)
             killed_at = time.monotonic()
             os.killpg(pid, signal.SIGKILL)
             await caller.wait_until(
@@ -89,7 +100,7 @@ async def worker_kill_trials(stack_: ProcessStack, standin: GeminiLiveStandin, t
                 90, "the new agent",
             )
             results.append(caller.agent_audio.first_audible_after(killed_at + 0.5) - killed_at)
-            await wait_worker_ready(stack_, pid)
+            stack_.wait_healthy(["agent"], 60)  # the killed worker restarted by supervisord
             await asyncio.sleep(4.0)  # let the resume line finish
     return results
 
@@ -98,17 +109,21 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--drops", type=int, default=10, help="model drops (default 10)")
     parser.add_argument("--kills", type=int, default=5, help="worker kills, one call each (default 5)")
+    parser.add_argument("--workers", type=int, default=1, help="agent workers (AGENT_WORKERS, default 1)")
     args = parser.parse_args()
-    if args.drops < 1 or args.kills < 1:
-        parser.error("--drops and --kills must be at least 1")
+    if args.drops < 0 or args.kills < 1 or args.workers < 1:
+        parser.error("--kills and --workers must be at least 1, --drops at least 0")
     with tempfile.TemporaryDirectory(prefix="bench-recovery-") as tmp, \
             GeminiLiveStandin(StandinConfig(), cert_dir=Path(tmp, "certs")) as standin:
-        with running_stack(standin.base_url, str(standin.ca_file), Path(tmp, "state"), Path(tmp, "logs")) as processes:
-            drops = asyncio.run(model_drop_trials(processes, standin, args.drops))
+        with running_stack(standin.base_url, str(standin.ca_file), Path(tmp, "state"), Path(tmp, "logs"),
+                           {"AGENT_WORKERS": str(args.workers)}) as processes:
+            drops = asyncio.run(model_drop_trials(processes, standin, args.drops)) if args.drops else []
             kills = asyncio.run(worker_kill_trials(processes, standin, args.kills))
-    print(summary("model drop -> agent audio again", drops))
-    print(summary("worker kill -> agent back", kills))
-    print(json.dumps({"model_drop_to_audio_ms": figures(drops), "worker_kill_to_agent_ms": figures(kills)}))
+    if drops:
+        print(summary("model drop -> agent audio again", drops))
+    print(summary(f"worker kill -> agent back ({args.workers} workers)", kills))
+    print(json.dumps({"workers": args.workers, "model_drop_to_audio_ms": figures(drops) if drops else None,
+                      "worker_kill_to_agent_ms": figures(kills)}))
     return 0
 
 

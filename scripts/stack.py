@@ -12,6 +12,7 @@ Precedence of settings: `.env.example` (defaults) < `.env` < the caller's enviro
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import secrets
 import socket
@@ -156,7 +157,8 @@ def build_env(
         `REDIS_HOST`, `REDIS_URL` (call records, the token server's limits and sessions),
         `TOKEN_SERVER_HOST` (default 127.0.0.1), `LIVEKIT_CONFIG` (livekit.yaml with webhooks
         to the token server, see `livekit_config_with_webhook`), `SIP_CONFIG_BODY` (with
-        `SIP_ENABLED`, see `sip_config`), `PYTHONPATH`, `WEB_ROOT`, `STATE_DIR`.
+        `SIP_ENABLED`, see `sip_config`), `AGENT_WORKERS` (default 1), `AGENT_READY_FILE`,
+        `PYTHONPATH`, `WEB_ROOT`, `STATE_DIR`.
     """
     inherited = dict(os.environ if base is None else base)
     settings = parse_env_file(ENV_EXAMPLE)
@@ -181,6 +183,7 @@ def build_env(
     env.setdefault("STATE_DIR", str(ROOT / ".state"))
     env.setdefault("WEB_ROOT", str(ROOT / "web" / "dist"))
     env.setdefault("AGENT_READY_FILE", str(Path(env["STATE_DIR"]) / "agent.ready"))
+    env["AGENT_WORKERS"] = env.get("AGENT_WORKERS") or "1"
     env["PYTHONPATH"] = os.pathsep.join(
         [str(ROOT / "agent"), str(ROOT / "token-server"), env.get("PYTHONPATH", "")]
     ).rstrip(os.pathsep)
@@ -196,7 +199,24 @@ def check_env(env: Mapping[str, str]) -> list[str]:
     secret = env.get("LIVEKIT_API_SECRET", "")
     if len(secret) < MIN_SECRET_LENGTH or secret == "secret":
         problems.append(f"LIVEKIT_API_SECRET must be at least {MIN_SECRET_LENGTH} random characters")
+    problems += _agent_port_problems(env)
     return problems
+
+
+def _agent_port_problems(env: Mapping[str, str]) -> list[str]:
+    """AGENT_WORKERS must be a count, and worker N's health port (AGENT_HEALTH_PORT + N) free of the others."""
+    try:
+        workers, base = int(env.get("AGENT_WORKERS") or 1), int(env.get("AGENT_HEALTH_PORT") or 0)
+    except ValueError:
+        return ["AGENT_WORKERS and AGENT_HEALTH_PORT must be whole numbers"]
+    if workers < 1:
+        return ["AGENT_WORKERS must be at least 1"]
+    others = ["WEB_PORT", "TOKEN_SERVER_PORT", "LIVEKIT_PORT", "REDIS_PORT"]
+    if process_enabled(env, "sip"):
+        others.append("SIP_HEALTH_PORT")
+    return [f"{name}={env[name]} is one of the agent workers' health ports "
+            f"(AGENT_HEALTH_PORT {base} to {base + workers - 1}, AGENT_WORKERS={workers})"
+            for name in others if base and env.get(name, "").isdigit() and base <= int(env[name]) < base + workers]
 
 
 def procfile_commands(path: Path = PROCFILE, env: Mapping[str, str] | None = None) -> dict[str, str]:
@@ -240,13 +260,37 @@ class HealthCheck:
     describe: str
 
 
+def agent_ready_files(env: Mapping[str, str]) -> list[Path]:
+    """The ready file of each of the `AGENT_WORKERS` workers: `AGENT_READY_FILE.<N>`, N from 0
+    (agent/supervisord.conf names them so)."""
+    return [Path(f"{env['AGENT_READY_FILE']}.{n}") for n in range(int(env.get("AGENT_WORKERS") or 1))]
+
+
+def agent_worker_health(ready_file: Path) -> tuple[str, int] | None:
+    """(worker id, health port) from a worker's ready file (JSON written at registration), or
+    None while it is missing or partly written."""
+    try:
+        ready = json.loads(ready_file.read_text(encoding="utf-8"))
+        return str(ready["worker_id"]), int(ready["health_port"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+
+
+def _agents_ok(ready_files: list[Path]) -> bool:
+    """Every worker registered with LiveKit and answering on its health port."""
+    for ready_file in ready_files:
+        worker = agent_worker_health(ready_file)
+        if worker is None or not _http_ok(f"http://127.0.0.1:{worker[1]}/"):
+            return False
+    return True
+
+
 def health_checks(env: Mapping[str, str]) -> dict[str, HealthCheck]:
     """One check per Procfile process that runs with `env`, keyed by process name."""
     livekit = f"http://127.0.0.1:{env['LIVEKIT_PORT']}/"
     token = f"http://127.0.0.1:{env['TOKEN_SERVER_PORT']}/healthz"
-    agent = f"http://127.0.0.1:{env['AGENT_HEALTH_PORT']}/"
     web = f"http://127.0.0.1:{env['WEB_PORT']}/"
-    agent_ready = Path(env["AGENT_READY_FILE"])
+    agent_ready = agent_ready_files(env)
     redis_port = int(env["REDIS_PORT"])
     checks = {
         "redis": HealthCheck("redis", lambda: _redis_ok(redis_port), f"PING on 127.0.0.1:{redis_port}"),
@@ -254,8 +298,9 @@ def health_checks(env: Mapping[str, str]) -> dict[str, HealthCheck]:
         "token-server": HealthCheck("token-server", lambda: _http_ok(token), f"GET {token}"),
         "agent": HealthCheck(
             "agent",
-            lambda: agent_ready.exists() and _http_ok(agent),
-            f"GET {agent} and {agent_ready} (registered with LiveKit)",
+            lambda: _agents_ok(agent_ready),
+            f"{len(agent_ready)} worker(s) registered with LiveKit ({env['AGENT_READY_FILE']}.N) and "
+            f"answering GET / on the health port each names",
         ),
         "web": HealthCheck("web", lambda: _http_ok(web), f"GET {web}"),
     }

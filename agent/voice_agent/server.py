@@ -52,7 +52,7 @@ server = AgentServer(
     api_key=settings.livekit_api_key,
     api_secret=settings.livekit_api_secret.get_secret_value(),
     host=settings.health_host,
-    port=settings.health_port,
+    port=settings.worker_health_port,
     load_fnc=call_load,
     load_threshold=_FULL,
     drain_timeout=settings.drain_timeout_s,
@@ -63,10 +63,16 @@ _watchdog_task: asyncio.Task[None] | None = None
 
 @server.on("worker_registered")
 def _on_registered(worker_id: str, _server_info: object) -> None:
-    """Readiness (LiveKit now dispatches jobs to this worker), and the call watchdog."""
+    """Readiness (LiveKit now dispatches jobs to this worker), and the call watchdog.
+
+    The ready file is JSON: `{"worker_id": str, "health_port": int}` (the port the health
+    server bound, which differs from AGENT_HEALTH_PORT when that is 0 or several workers share
+    a host); the native run's health check and the container's HEALTHCHECK read it.
+    """
     global _watchdog_task
     if settings.ready_file is not None:
-        settings.ready_file.write_text(worker_id + "\n")
+        ready = {"worker_id": worker_id, "health_port": server.worker_info.http_port}
+        settings.ready_file.write_text(json.dumps(ready) + "\n")
     if settings.redis_url and (_watchdog_task is None or _watchdog_task.done()):
         watchdog = CallWatchdog(
             redis_url=settings.redis_url,

@@ -102,7 +102,11 @@ class AgentSettings(BaseSettings):
 
     # Worker process.
     health_host: str = Field(default="0.0.0.0", validation_alias="AGENT_HEALTH_HOST")
+    #: 0: any free port (compose replicas on the host network); the ready file says which.
     health_port: int = Field(default=8081, ge=0, le=65535, validation_alias="AGENT_HEALTH_PORT")
+    #: This worker's number among several on one host (the native run's AGENT_WORKERS:
+    #: supervisord's process_num, 0-based); it serves health on `health_port + worker_index`.
+    worker_index: int = Field(default=0, ge=0, le=1000, validation_alias="AGENT_WORKER_INDEX")
     #: Concurrent calls one worker takes before LiveKit dispatches elsewhere. Load is counted in
     #: calls, not CPU: the SFU shares the box, and its CPU bursts would close the worker to
     #: new calls at random (livekit-agents' default load is system CPU, threshold 0.7).
@@ -112,6 +116,11 @@ class AgentSettings(BaseSettings):
     #: Written with the worker id once LiveKit has accepted the registration, removed at
     #: start and at exit: a readiness probe (`GET /` answers OK before registration).
     ready_file: Path | None = Field(default=None, validation_alias="AGENT_READY_FILE")
+
+    @property
+    def worker_health_port(self) -> int:
+        """The TCP port this worker's health server binds: `health_port + worker_index`, or 0 (any)."""
+        return self.health_port + self.worker_index if self.health_port else 0
 
     def missing_model_credentials(self) -> str | None:
         """Say what is missing for Gemini, or None when credentials are configured.

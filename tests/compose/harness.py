@@ -89,7 +89,7 @@ class ComposeStack:
     def configure(self, model_base_url: str, model_ca_file: Path, extra: Mapping[str, str] = ()) -> None:
         """Point `.env` at free ports on this machine and at the Gemini Live stand-in."""
         ports = ("HTTPS_PORT", "HTTP_PORT", "WEB_HEALTH_PORT", "LIVEKIT_PORT", "LIVEKIT_RTC_TCP_PORT",
-                 "REDIS_PORT", "TOKEN_SERVER_PORT", "AGENT_HEALTH_PORT")
+                 "REDIS_PORT", "TOKEN_SERVER_PORT")
         update_env_file(self.dir / ".env", {
             **{name: str(free_port()) for name in ports},
             "PUBLIC_HOST": "localhost",
@@ -145,6 +145,14 @@ class ComposeStack:
         ).stdout
         return dict(line.split() for line in out.splitlines() if line.strip())
 
+    def replicas(self, service: str) -> list[str]:
+        """Container ids of every replica of `service` (`--scale`), running or not."""
+        return subprocess.run(
+            ["docker", "ps", "-a", "-q", "--filter", f"label=com.docker.compose.project={self.project}",
+             "--filter", f"label=com.docker.compose.service={service}"],
+            capture_output=True, text=True, check=True,
+        ).stdout.split()
+
     def inspect(self, service: str) -> dict:
         """`docker inspect` of a service's container."""
         out = subprocess.run(["docker", "inspect", self.containers()[service]],
@@ -154,14 +162,16 @@ class ComposeStack:
     def health(self) -> dict[str, str]:
         """Service name -> health status ("starting", "healthy", "unhealthy"), or the
         container's state when it is not running."""
-        states = {}
-        for service, container in self.containers().items():
-            out = subprocess.run(
-                ["docker", "inspect", "-f", "{{.State.Status}} {{if .State.Health}}{{.State.Health.Status}}{{end}}",
-                 container], capture_output=True, text=True, check=True,
-            ).stdout.split()
-            states[service] = out[1] if out[0] == "running" and len(out) > 1 else out[0]
-        return states
+        return {service: self.container_health(container) for service, container in self.containers().items()}
+
+    @staticmethod
+    def container_health(container: str) -> str:
+        """One container's health status, or its state when it is not running."""
+        out = subprocess.run(
+            ["docker", "inspect", "-f", "{{.State.Status}} {{if .State.Health}}{{.State.Health.Status}}{{end}}",
+             container], capture_output=True, text=True, check=True,
+        ).stdout.split()
+        return out[1] if out[0] == "running" and len(out) > 1 else out[0]
 
     def copy_out(self, service: str, path: str, dest: Path) -> Path:
         """Copy a file out of a service's container (`docker cp`)."""

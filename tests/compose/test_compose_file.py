@@ -114,3 +114,20 @@ def test_the_front_door_caddyfile_is_valid() -> None:
                             env=env, capture_output=True, text=True)
     assert result.returncode == 0, result.stderr
     assert '"appliance.example.com"' in result.stdout
+
+
+def test_the_worker_file_runs_compose_yamls_agent_and_nothing_else() -> None:
+    """compose.worker.yaml (agent-only machines) is compose.yaml's agent: same image, build,
+    hardening, network and drain grace period; only where it registers and its Redis differ."""
+    worker_file = yaml.safe_load((ROOT / "compose.worker.yaml").read_text(encoding="utf-8"))
+    assert list(worker_file["services"]) == ["agent"]
+    worker, agent = worker_file["services"]["agent"], SERVICES["agent"]
+    for key in ("build", "image", "network_mode", "restart", "cap_drop", "security_opt", "stop_grace_period",
+                "env_file", "logging"):
+        assert worker.get(key) == agent.get(key), key
+    assert "depends_on" not in worker
+    assert worker["environment"]["AGENT_HEALTH_PORT"] == agent["environment"]["AGENT_HEALTH_PORT"] == "0"
+    assert worker["environment"]["LIVEKIT_URL"].startswith("${LIVEKIT_URL:?")
+    documented = (ROOT / ".env.example").read_text(encoding="utf-8")
+    for name in re.findall(r"\$\{(\w+):[?-]", (ROOT / "compose.worker.yaml").read_text(encoding="utf-8")):
+        assert re.search(rf"(?m)^#? ?{name}=", documented), f"{name} is not in .env.example"

@@ -7,8 +7,10 @@ agent container talking to the Gemini Live stand-in on this machine.
 
 from __future__ import annotations
 
+import json
 import os
 import socket
+import subprocess
 import ssl
 import time
 import urllib.error
@@ -28,7 +30,9 @@ pytestmark = [pytest.mark.e2e, pytest.mark.compose, pytest.mark.timeout(900)]
 #: The Redis stream where the token server records LiveKit's webhook events.
 WEBHOOK_EVENTS = "token-server:livekit-events"
 #: Services whose ports must not be reachable from other machines (host networking).
-LOOPBACK_ONLY = ("REDIS_PORT", "LIVEKIT_PORT", "TOKEN_SERVER_PORT", "AGENT_HEALTH_PORT", "WEB_HEALTH_PORT")
+LOOPBACK_ONLY = ("REDIS_PORT", "LIVEKIT_PORT", "TOKEN_SERVER_PORT", "WEB_HEALTH_PORT")
+#: Where the agent image writes its ready file (docker/services.Dockerfile).
+AGENT_READY_FILE = "/tmp/voice-agent.ready"
 
 
 async def test_a_call_through_the_https_front_door(compose_stack: ComposeStack, standin: GeminiLiveStandin) -> None:
@@ -94,11 +98,26 @@ def _listening(port: int) -> set[str]:
     return addresses
 
 
+def _agent_workers(compose_stack: ComposeStack) -> dict[str, tuple[str, int]]:
+    """Container id -> (worker id, health port) from each agent replica's ready file."""
+    workers = {}
+    for container in compose_stack.replicas("agent"):
+        out = subprocess.run(["docker", "exec", container, "cat", AGENT_READY_FILE],
+                             capture_output=True, text=True, check=False).stdout
+        if out.strip():
+            ready = json.loads(out)
+            workers[container] = (ready["worker_id"], int(ready["health_port"]))
+    return workers
+
+
 def test_internal_ports_listen_on_loopback_only(compose_stack: ComposeStack) -> None:
     env = compose_stack.env
-    for name in LOOPBACK_ONLY:
-        listeners = _listening(int(env[name]))
-        assert listeners, f"nothing listens on {name}={env[name]}"
+    ports = {name: int(env[name]) for name in LOOPBACK_ONLY}
+    ports.update({f"agent {c[:12]} health": port for c, (_, port) in _agent_workers(compose_stack).items()})
+    assert any(name.startswith("agent") for name in ports), "no agent ready file"
+    for name, port in ports.items():
+        listeners = _listening(port)
+        assert listeners, f"nothing listens on {name}={port}"
         assert listeners <= {"127.0.0.1", "::1"}, f"{name} listens on {listeners}"
     assert _listening(int(env["HTTPS_PORT"])) - {"127.0.0.1", "::1"}, "the front door is not public"
 
@@ -114,3 +133,27 @@ def test_every_service_runs_unprivileged(compose_stack: ComposeStack) -> None:
         pid = compose_stack.inspect(service)["State"]["Pid"]
         uid_line = next(line for line in Path(f"/proc/{pid}/status").read_text().splitlines() if line.startswith("Uid:"))
         assert int(uid_line.split()[1]) != 0, f"{service} runs as root"
+
+
+def test_agent_scales_to_three_replicas_without_port_clashes(compose_stack: ComposeStack) -> None:
+    """`up -d --scale agent=3`: every replica healthy and registered with LiveKit as its own
+    worker, on its own loopback health port; back to one replica afterwards."""
+    compose_stack.run("up", "-d", "--no-build", "--no-deps", "--scale", "agent=3", "agent", timeout=300)
+    try:
+        deadline = time.monotonic() + 180
+        while True:
+            states = [compose_stack.container_health(c) for c in compose_stack.replicas("agent")]
+            if len(states) == 3 and all(state == "healthy" for state in states):
+                break
+            assert time.monotonic() < deadline, f"agent replicas: {states}\n{compose_stack.logs_tail()}"
+            assert not {"exited", "dead", "unhealthy"} & set(states), f"{states}\n{compose_stack.logs_tail()}"
+            time.sleep(1)
+        workers = _agent_workers(compose_stack)
+        assert len(workers) == 3
+        assert len({worker_id for worker_id, _ in workers.values()}) == 3, "three distinct registrations"
+        assert len({port for _, port in workers.values()}) == 3, "three health ports"
+        for _, port in workers.values():
+            assert _listening(port) <= {"127.0.0.1", "::1"}
+    finally:
+        compose_stack.run("up", "-d", "--no-build", "--no-deps", "--scale", "agent=1", "agent", timeout=300,
+                          check=False)

@@ -9,6 +9,7 @@ Gemini Live stand-in as the model endpoint. Each process logs to its own file un
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import random
 import secrets
@@ -16,6 +17,7 @@ import signal
 import socket
 import subprocess
 import time
+import urllib.request
 from collections.abc import Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
@@ -135,6 +137,50 @@ def isolated_overrides(state_dir: Path, model_base_url: str, model_ca_file: str)
         "GEMINI_BASE_URL": model_base_url,
         "GEMINI_CA_FILE": model_ca_file,
     }
+
+
+def worker_info(ready_file: Path) -> dict:
+    """An agent worker's `GET /worker` (livekit-agents: `active_jobs`, `worker_load`,
+    `agent_name` ...), on the health port its ready file names.
+
+    Raises:
+        LookupError: the worker has not registered (no ready file yet).
+        OSError: its health server does not answer.
+    """
+    worker = stack.agent_worker_health(ready_file)
+    if worker is None:
+        raise LookupError(f"no registered worker behind {ready_file}")
+    with urllib.request.urlopen(f"http://127.0.0.1:{worker[1]}/worker", timeout=5) as response:
+        return json.loads(response.read())
+
+
+def worker_process(root_pid: int, index: int) -> int:
+    """The main process of the native run's worker `index`: the descendant of `root_pid` (the
+    stack's `agent` process) running `python -m voice_agent start` with AGENT_WORKER_INDEX=index.
+
+    Raises:
+        LookupError: no such process (yet).
+    """
+    parents: dict[int, int] = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            parents[int(stat.parent.name)] = int(stat.read_text().rsplit(")", 1)[1].split()[1])
+        except (OSError, IndexError, ValueError):
+            continue
+    family, grew = {root_pid}, True
+    while grew:
+        found = {pid for pid, parent in parents.items() if parent in family} - family
+        family |= found
+        grew = bool(found)
+    for pid in sorted(family - {root_pid}):
+        try:
+            cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ")
+            environ = Path(f"/proc/{pid}/environ").read_bytes().split(b"\0")
+        except OSError:
+            continue
+        if b"voice_agent start" in cmdline and f"AGENT_WORKER_INDEX={index}".encode() in environ:
+            return pid
+    raise LookupError(f"no process for worker {index}")
 
 
 def _group_alive(pgid: int) -> bool:
@@ -280,15 +326,17 @@ def running_stack(
     state_dir: Path,
     log_dir: Path,
     extra: Mapping[str, str] | None = None,
+    timeout_s: float = 90.0,
 ) -> Iterator[ProcessStack]:
-    """Every Procfile process, isolated (`isolated_overrides` plus `extra`), started and healthy.
+    """Every Procfile process, isolated (`isolated_overrides` plus `extra`), started and healthy
+    (each within `timeout_s` seconds).
 
     Stops them all on exit, whatever happened.
     """
     overrides = {**isolated_overrides(state_dir, model_base_url, model_ca_file), **(extra or {})}
     processes = ProcessStack(stack.build_env(env_file=None, overrides=overrides), log_dir)
     try:
-        processes.start()
+        processes.start(timeout_s=timeout_s)
         yield processes
     finally:
         processes.close()
