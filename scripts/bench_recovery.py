@@ -89,6 +89,8 @@ async def worker_kill_trials(stack_: ProcessStack, standin: GeminiLiveStandin, t
         await wait_worker_ready(stack_, None)
         started = time.monotonic()
         async with Caller(stack_.token_url, name="Bench") as caller:
+            # (a busy machine may take minutes to start the job; that is not what is measured)
+            await caller.wait_until(lambda: caller.agent_audio.audible_seconds() > 0.5, 180, "the greeting")
             await greeted(caller, standin, started)
             old_agent = caller.agent_identity()
             pid = serving_worker(stack_)
@@ -116,7 +118,7 @@ def main() -> int:
     with tempfile.TemporaryDirectory(prefix="bench-recovery-") as tmp, \
             GeminiLiveStandin(StandinConfig(), cert_dir=Path(tmp, "certs")) as standin:
         with running_stack(standin.base_url, str(standin.ca_file), Path(tmp, "state"), Path(tmp, "logs"),
-                           {"AGENT_WORKERS": str(args.workers)}) as processes:
+                           {"AGENT_WORKERS": str(args.workers)}, timeout_s=300) as processes:
             drops = asyncio.run(model_drop_trials(processes, standin, args.drops)) if args.drops else []
             kills = asyncio.run(worker_kill_trials(processes, standin, args.kills))
     if drops:

@@ -4,6 +4,9 @@
 #   livekit-sip-<version>/livekit-sip  built from its module with `go build` (telephony only)
 #   venv-<lock hash>/                   the Python environment from requirements.lock
 #   uv-<version>/                       the installer used to build that environment
+#   helm-<version>/helm, kubeconform-<version>/kubeconform   `go install`ed (the chart's checks)
+#   k8s-schemas-<version>/              kubeconform's strict JSON schemas, generated from the
+#                                       OpenAPI document inside the k8s.io/kubernetes module
 # apt packages are installed system-wide; npm packages come from ~/.npm's cache.
 
 set -euo pipefail
@@ -13,6 +16,9 @@ CACHE_DIR="${APPLIANCE_CACHE_DIR:-$HOME/.cache/voice-appliance}"
 LIVEKIT_VERSION="v1.13.5"   # a tag whose go.mod has no replace directive, so `go install` works
 SIP_VERSION="v1.8.0"        # the newest livekit-sip tag the Go module proxy serves; same psrpc as LIVEKIT_VERSION
 UV_VERSION="0.13.9"
+HELM_VERSION="v3.19.0"
+KUBECONFORM_VERSION="v0.7.0"
+KUBERNETES_VERSION="v1.34.4"   # the cluster version the chart is validated against
 PYTHON="${APPLIANCE_PYTHON:-python3}"
 
 log() { printf '\033[1m[setup]\033[0m %s\n' "$*" >&2; }
@@ -106,6 +112,41 @@ build_sip() {
       -o "$dir/livekit-sip.tmp" ./cmd/livekit-sip || die "building livekit-sip failed"
     mv "$dir/livekit-sip.tmp" "$dir/livekit-sip"
   fi
+}
+
+# ensure_k8s_tools: helm and kubeconform on PATH, and K8S_SCHEMAS (kubeconform's strict
+# schemas for KUBERNETES_VERSION) exported; each built once per version. Needs ensure_venv.
+ensure_k8s_tools() {
+  local helm_dir="$CACHE_DIR/helm-$HELM_VERSION" kc_dir="$CACHE_DIR/kubeconform-$KUBECONFORM_VERSION"
+  local schemas="$CACHE_DIR/k8s-schemas-$KUBERNETES_VERSION"
+  [ -x "$helm_dir/helm" ] || with_cache_lock "helm-$HELM_VERSION" build_go_tool "$helm_dir" helm \
+    "helm.sh/helm/v3/cmd/helm@$HELM_VERSION" -ldflags "-X helm.sh/helm/v3/internal/version.version=$HELM_VERSION"
+  [ -x "$kc_dir/kubeconform" ] || with_cache_lock "kubeconform-$KUBECONFORM_VERSION" build_go_tool "$kc_dir" \
+    kubeconform "github.com/yannh/kubeconform/cmd/kubeconform@$KUBECONFORM_VERSION"
+  [ -f "$schemas/.complete" ] || with_cache_lock "k8s-schemas-$KUBERNETES_VERSION" build_k8s_schemas "$schemas"
+  export PATH="$helm_dir:$kc_dir:$PATH"
+  export K8S_SCHEMAS="$schemas" KUBERNETES_VERSION
+}
+
+# build_go_tool DIR NAME MODULE@VERSION [go install flags]: DIR/NAME built with `go install`.
+build_go_tool() {
+  local dir="$1" name="$2" module="$3"; shift 3
+  [ -x "$dir/$name" ] && return 0
+  command -v go >/dev/null || die "Go is needed to build $name (https://go.dev/doc/install)"
+  log "building $name ($module) with go install (a few minutes, once)"
+  mkdir -p "$dir"
+  GOBIN="$dir" CGO_ENABLED=0 go install -trimpath "$@" "$module" || die "go install $module failed"
+}
+
+build_k8s_schemas() {
+  local dir="$1" spec
+  [ -f "$dir/.complete" ] && return 0
+  log "generating Kubernetes $KUBERNETES_VERSION JSON schemas from the k8s.io/kubernetes module's OpenAPI document"
+  spec="$(cd /tmp && go mod download -json "k8s.io/kubernetes@$KUBERNETES_VERSION" | python -c 'import json, sys; print(json.load(sys.stdin)["Dir"])')" \
+    || die "go mod download k8s.io/kubernetes@$KUBERNETES_VERSION failed"
+  rm -rf "$dir"
+  python "$ROOT/scripts/k8s_schemas.py" "$spec/api/openapi-spec/swagger.json" "$dir" || die "generating the schemas failed"
+  touch "$dir/.complete"
 }
 
 # ensure_venv: the Python environment from requirements.lock, activated on PATH.
