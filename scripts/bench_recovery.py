@@ -102,7 +102,8 @@ async def worker_kill_trials(stack_: ProcessStack, standin: GeminiLiveStandin, t
                 90, "the new agent",
             )
             results.append(caller.agent_audio.first_audible_after(killed_at + 0.5) - killed_at)
-            stack_.wait_healthy(["agent"], 60)  # the killed worker restarted by supervisord
+            print(f"worker kill {len(results)}: agent back after {results[-1]:.1f} s", flush=True)
+            stack_.wait_healthy(["agent"], 300)  # the killed worker, restarted by supervisord
             await asyncio.sleep(4.0)  # let the resume line finish
     return results
 
