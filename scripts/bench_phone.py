@@ -39,8 +39,6 @@ from tests.standins.gemini_live import GeminiLiveStandin, StandinConfig  # noqa:
 #: Silence before the first utterance (the greeting plays), and after each (the reply plays), s.
 LEAD_S = 7.0
 GAP_S = 7.0
-#: Samples in one 20 ms PCMU packet.
-PACKET_SAMPLES = PHONE_SAMPLE_RATE // 50
 
 
 def caller_audio(path: Path, turns: int) -> list[int]:
@@ -57,21 +55,21 @@ def caller_audio(path: Path, turns: int) -> list[int]:
 
 def one_call(sip_address: str, workdir: Path, turns: int, vad_window_s: float) -> tuple[float | None, list[float]]:
     """Place one call; returns (answer -> greeting s, [added latency s per turn])."""
+    workdir.mkdir(parents=True)
     ends = caller_audio(workdir / "caller.ulaw", turns)
     talk_ms = int((LEAD_S + turns * (GAP_S + 2.5)) * 1000)
     call = place_call(workdir, caller_scenario(audio=workdir / "caller.ulaw", talk_ms=talk_ms, password=TRUNK_PASSWORD),
                       remote=sip_address, service=TRUNK_NUMBER, username=TRUNK_USER, password=TRUNK_PASSWORD)
     if call.run.returncode != 0:
         raise RuntimeError(f"the call failed: {call.run.errors[-2000:]}")
-    sent = [p for p in call.sent if p.payload_type == PCMU]
     received = [p for p in call.received if p.payload_type == PCMU]
     greeting = first_audible(call.packets, received[0].at) if received else None
     latencies = []
     for end in ends:
-        index = (end - 1) // PACKET_SAMPLES
-        if index >= len(sent):
+        try:
+            spoke_until = call.sent_at(end - 1)
+        except IndexError:
             break
-        spoke_until = sent[index].at
         heard = first_audible(call.packets, spoke_until)
         if heard is not None:
             latencies.append(heard - spoke_until - vad_window_s)

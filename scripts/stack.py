@@ -404,7 +404,9 @@ def run(env_file: Path) -> int:
             manager.terminate()
             return
         public = f"http://localhost:{env['WEB_PORT']}/"
-        print(f"\n  The appliance is up. Open {public} and press Connect. (Ctrl-C stops it.)\n", flush=True)
+        phone = (f"  Phone calls: SIP on port {env['SIP_PORT']} (UDP and TCP), media on UDP {env['SIP_RTP_PORTS']}.\n"
+                 if process_enabled(env, "sip") else "")
+        print(f"\n  The appliance is up. Open {public} and press Connect. (Ctrl-C stops it.)\n{phone}", flush=True)
 
     threading.Thread(target=announce, name="health", daemon=True).start()
     manager.loop()

@@ -28,6 +28,8 @@ from tests.audio import mulaw_decode, mulaw_encode, rms_dbfs
 #: G.711 on the phone network: 8 kHz, and PCMU is RTP payload type 0 (RFC 3551).
 PHONE_SAMPLE_RATE = 8000
 PCMU = 0
+#: Samples in one 20 ms PCMU packet.
+PACKET_SAMPLES = PHONE_SAMPLE_RATE // 50
 #: telephone-event (RFC 4733) as offered in our SDP; the pcaps SIPp ships use it too.
 TELEPHONE_EVENT = 101
 #: A call with no final answer this long counts as dropped (ms).
@@ -494,11 +496,6 @@ def _udp_datagrams(path: Path) -> Iterator[tuple[float, int, int, bytes]]:
         yield sec + frac / (1e9 if nanos else 1e6), src, dst, udp[8:size]
 
 
-def decode_pcmu(packets: list[RtpPacket]) -> np.ndarray:
-    """The PCMU packets' audio as int16 at 8 kHz, in order (gaps are not filled)."""
-    return mulaw_decode(b"".join(p.payload for p in packets if p.payload_type == PCMU))
-
-
 def first_audible(packets: list[RtpPacket], after: float, threshold_dbfs: float = -45.0) -> float | None:
     """Capture time of the first received PCMU packet after `after` (Unix s) louder than
     `threshold_dbfs` (a 20 ms packet), or None."""
@@ -525,6 +522,14 @@ class PhoneCallResult:
     @property
     def sent(self) -> list[RtpPacket]:
         return [p for p in self.packets if p.sent]
+
+    def sent_at(self, sample: int) -> float:
+        """When the PCMU packet carrying sample `sample` (8 kHz, from the stream's start) went out.
+
+        Raises:
+            IndexError: the stream never got that far.
+        """
+        return [p for p in self.sent if p.payload_type == PCMU][sample // PACKET_SAMPLES].at
 
 
 def place_call(workdir: Path, scenario: str, *, local_ip: str = "127.0.0.1", timeout_s: float = 90.0,

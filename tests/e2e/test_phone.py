@@ -43,7 +43,6 @@ from tests.e2e.sipp import (
     Sipp,
     caller_scenario,
     callee_scenario,
-    decode_pcmu,
     first_audible,
     place_call,
     ulaw_file,
@@ -105,10 +104,10 @@ def speech_file(workdir: Path, tail_s: float, lead_s: float = LEAD_S) -> tuple[P
     return path, mulaw_decode(mulaw_encode(speech))
 
 
-def call_in(stack: ProcessStack, workdir: Path, scenario: str, *, local_ip: str = "127.0.0.1",
+def call_in(sip_port: int | str, workdir: Path, scenario: str, *, local_ip: str = "127.0.0.1",
             password: str = TRUNK_PASSWORD) -> PhoneCallResult:
-    """SIPp calls `TRUNK_NUMBER` at the stack's SIP port, as `CALLER`."""
-    return place_call(workdir, scenario, local_ip=local_ip, remote=f"127.0.0.1:{stack.env['SIP_PORT']}",
+    """SIPp calls `TRUNK_NUMBER` at 127.0.0.1:`sip_port` as `CALLER`, from `local_ip`."""
+    return place_call(workdir, scenario, local_ip=local_ip, remote=f"127.0.0.1:{sip_port}",
                       service=TRUNK_NUMBER, caller=CALLER, username=TRUNK_USER, password=password)
 
 
@@ -180,21 +179,25 @@ async def test_provisioning_again_changes_nothing(phone_stack: ProcessStack) -> 
 
 # --- inbound --------------------------------------------------------------------------------
 
-def test_an_inbound_call_is_answered_heard_and_recorded(
-    phone_stack: ProcessStack, standin: GeminiLiveStandin, tmp_path: Path
-) -> None:
-    """SIPp calls in, speaks, listens, presses 1 and 2, hangs up: the model hears the caller as
-    16 kHz PCM, the reply comes back over RTP, the keys reach the model, the job ends, and the
-    record holds the number and the turns."""
-    audio, sent_speech = speech_file(tmp_path, tail_s=12.0)
+def check_an_inbound_call(
+    sip_port: int, standin: GeminiLiveStandin, workdir: Path, dtmf: tuple[str, ...] = ()
+) -> PhoneCallResult:
+    """SIPp calls `TRUNK_NUMBER` at 127.0.0.1:`sip_port`, speaks after the greeting, listens,
+    presses the `dtmf` keys, hangs up. Checks that the call was answered, the model heard the
+    caller as 16 kHz PCM16 with the speech's envelope, and the greeting and the reply came back
+    over RTP. Also run against the compose stack (tests/compose).
+
+    Returns:
+        The call (SIPp's messages, RTP both ways).
+    """
+    audio, sent_speech = speech_file(workdir, tail_s=12.0)
     talk_ms = int((LEAD_S + 14.0) * 1000)
-    call = call_in(phone_stack, tmp_path, caller_scenario(audio=audio, talk_ms=talk_ms, password=TRUNK_PASSWORD,
-                                                          dtmf=("1", "2"), dtmf_at_ms=talk_ms - 3000))
+    call = call_in(sip_port, workdir, caller_scenario(audio=audio, talk_ms=talk_ms, password=TRUNK_PASSWORD,
+                                                      dtmf=dtmf, dtmf_at_ms=talk_ms - 3000))
     assert call.run.returncode == 0, call.run.errors[-3000:]
-    assert call.run.received("SIP/2.0 200"), "never answered"
+    assert call.run.final_answers() == ["SIP/2.0 407 Unauthorized", "SIP/2.0 200 OK"]
 
     session = session_after(standin, call.started_at, lambda s: any(t.kind == "audio" and t.reply_text for t in s.turns))
-    # The caller's speech reached the model as 16 kHz PCM16 with the same envelope.
     assert all(m.message.realtime_input.audio.mime_type == f"audio/pcm;rate={INPUT_SAMPLE_RATE}"
                for m in session.messages_of("realtime_input.audio"))
     received = np.frombuffer(bytes(session.input_audio), dtype=np.int16)
@@ -203,13 +206,21 @@ def test_an_inbound_call_is_answered_heard_and_recorded(
     [spoken] = [t for t in session.turns if t.kind == "audio"]
     assert abs((spoken.speech_end_ms - spoken.speech_start_ms) / 1000 - len(sent_speech) / PHONE_SAMPLE_RATE) < 0.6
 
-    # The greeting, then the reply, came back over RTP as audible PCMU.
-    answered_at = call.received[0].at if call.received else call.started_at
-    assert first_audible(call.packets, answered_at) is not None, "no greeting audio"
-    speech_sent_until = call.started_at + LEAD_S + len(sent_speech) / PHONE_SAMPLE_RATE
-    reply_at = first_audible(call.packets, speech_sent_until)
+    speech_starts = int(LEAD_S * PHONE_SAMPLE_RATE)
+    greeting_at = first_audible(call.packets, call.received[0].at)
+    assert greeting_at is not None and greeting_at < call.sent_at(speech_starts), "no greeting before the caller spoke"
+    reply_at = first_audible(call.packets, call.sent_at(speech_starts + len(sent_speech) - 1))
     assert reply_at is not None, "no reply audio after the caller spoke"
-    assert decode_pcmu(call.received).size > PHONE_SAMPLE_RATE * 5
+    return call
+
+
+def test_an_inbound_call_is_answered_heard_and_recorded(
+    phone_stack: ProcessStack, standin: GeminiLiveStandin, tmp_path: Path
+) -> None:
+    """SIPp calls in, speaks, listens, presses 1 and 2, hangs up: the model hears the caller as
+    16 kHz PCM, the reply comes back over RTP, the keys reach the model, the job ends, and the
+    record holds the number and the turns."""
+    call = check_an_inbound_call(int(phone_stack.env["SIP_PORT"]), standin, tmp_path, dtmf=("1", "2"))
 
     # The keys reached the model as text.
     session = session_after(standin, call.started_at, lambda s: any("pressed" in t.text for t in s.turns))
@@ -232,16 +243,16 @@ def test_end_call_hangs_up_after_a_goodbye(
     """The model calls end_call: the agent says goodbye, then the caller's phone gets a BYE."""
     tool_call("end_call")
     audio, sent_speech = speech_file(tmp_path, tail_s=25.0)
-    call = call_in(phone_stack, tmp_path, caller_scenario(audio=audio, talk_ms=40_000, password=TRUNK_PASSWORD,
-                                                          hang_up=False))
+    scenario = caller_scenario(audio=audio, talk_ms=40_000, password=TRUNK_PASSWORD, hang_up=False)
+    call = call_in(phone_stack.env["SIP_PORT"], tmp_path, scenario)
     assert call.run.returncode == 0, call.run.errors[-3000:]
     [bye] = call.run.received("BYE")
-    speech_sent_until = call.started_at + LEAD_S + len(sent_speech) / PHONE_SAMPLE_RATE
+    speech_sent_until = call.sent_at(int(LEAD_S * PHONE_SAMPLE_RATE) + len(sent_speech) - 1)
     assert first_audible(call.packets, speech_sent_until) is not None, "no goodbye before the BYE"
     record = phone_record(phone_stack, CALLER, call.started_at)
     assert record["end_reason"] == "agent ended the call", record
     assert [t["name"] for t in record["tool_calls"]] == ["end_call"]
-    assert bye
+    assert bye.startswith("BYE sip:")
 
 
 def test_transfer_call_refers_the_caller_to_a_person(
@@ -250,8 +261,8 @@ def test_transfer_call_refers_the_caller_to_a_person(
     """The model calls transfer_call: the caller's phone gets a REFER to SIP_TRANSFER_TO."""
     tool_call("transfer_call")
     audio, _ = speech_file(tmp_path, tail_s=25.0)
-    call = call_in(phone_stack, tmp_path, caller_scenario(audio=audio, talk_ms=40_000, password=TRUNK_PASSWORD,
-                                                          expect_refer=True))
+    scenario = caller_scenario(audio=audio, talk_ms=40_000, password=TRUNK_PASSWORD, expect_refer=True)
+    call = call_in(phone_stack.env["SIP_PORT"], tmp_path, scenario)
     assert call.run.returncode == 0, call.run.errors[-3000:]
     [refer] = call.run.received("REFER")
     refer_to = next(line for line in refer.splitlines() if line.lower().startswith(("refer-to:", "r:")))
@@ -268,11 +279,11 @@ def test_calls_from_elsewhere_or_with_a_wrong_password_never_reach_the_agent(
     sessions_before = len(standin.sessions)
     # 127.0.0.2 is this machine too, but not in SIP_INBOUND_ALLOWED_ADDRESSES (127.0.0.1/32):
     # LiveKit drops such calls without a final answer (a scanner learns nothing).
-    elsewhere = call_in(phone_stack, tmp_path / "elsewhere", caller_scenario(
+    elsewhere = call_in(phone_stack.env["SIP_PORT"], tmp_path / "elsewhere", caller_scenario(
         audio=None, talk_ms=0, password=None, refused_with=0), local_ip="127.0.0.2")
     assert "UDP message sent" in elsewhere.run.messages, elsewhere.run.errors  # the INVITE went out
     assert elsewhere.run.final_answers() == [], elsewhere.run.messages
-    wrong = call_in(phone_stack, tmp_path / "wrong-password", caller_scenario(
+    wrong = call_in(phone_stack.env["SIP_PORT"], tmp_path / "wrong-password", caller_scenario(
         audio=None, talk_ms=0, password="not-the-password", refused_with=401), password="not-the-password")
     assert wrong.run.returncode == 0, wrong.run.errors[-3000:]
     assert wrong.run.received("SIP/2.0 407"), "no digest challenge"
@@ -303,8 +314,10 @@ def test_an_outbound_call_greets_the_callee_with_its_purpose(
     [invite] = run.received("INVITE")
     assert invite.startswith(f"INVITE sip:{CALLEE}@") and f"<sip:{TRUNK_NUMBER}@" in invite
 
-    session = session_after(standin, started, lambda s: any(t.kind == "audio" and t.reply_text for t in s.turns))
-    assert "10:00 appointment" in session.turns[0].text, session.turns[0].text  # the greeting's instructions
+    # The greeting's instructions carry the purpose; once the callee hung up (the session
+    # closed), the model had heard their words.
+    session = session_after(standin, started, lambda s: any("10:00 appointment" in t.text for t in s.turns)
+                            and s.closed_at is not None)
     packets = capture.packets()
     assert first_audible(packets, started) is not None, "the callee heard nothing"
     received = np.frombuffer(bytes(session.input_audio), dtype=np.int16)
