@@ -95,11 +95,6 @@ class PhoneCall:
         self._flush: asyncio.TimerHandle | None = None
         self._transferred_to: str | None = None
 
-    @property
-    def participant_identity(self) -> str | None:
-        """The SIP participant to wait for (outbound: known in advance; inbound: the first)."""
-        return self.dispatch.participant_identity
-
     def tools(self, before: Callable[[], Awaitable[None]]) -> list[llm.Tool | llm.Toolset]:
         """The phone tools; each first awaits `before` (the greeting guard)."""
 

@@ -1,0 +1,61 @@
+"""Phone calls in the agent: which jobs are phone calls, their tools and their greeting.
+
+The calls themselves (livekit-sip, SIPp, REFER, BYE, DTMF) are in tests/e2e/test_phone.py.
+"""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from voice_agent.assistant import Assistant
+from voice_agent.settings import DEFAULT_FAQ_PATH
+from voice_agent.telephony import PhoneCall, PhoneDispatch, transfer_uri
+from voice_agent.tools import Faq
+
+OUTBOUND = json.dumps({"direction": "outbound", "participant_identity": "sip_+15551234567",
+                       "phone_number": "+15551234567", "purpose": "to confirm Tuesday's visit", "ring_timeout_s": 30})
+
+
+@pytest.mark.parametrize("metadata", ["", "not json", "[]", json.dumps({"participant_identity": "user-1"}),
+                                      json.dumps({"direction": "sideways"})])
+def test_only_the_sip_dispatches_are_phone_calls(metadata: str) -> None:
+    assert PhoneDispatch.parse(metadata) is None
+
+
+def test_an_outbound_dispatch_names_the_callee_the_purpose_and_the_ring_time() -> None:
+    assert PhoneDispatch.parse(OUTBOUND) == PhoneDispatch(
+        direction="outbound", participant_identity="sip_+15551234567", phone_number="+15551234567",
+        purpose="to confirm Tuesday's visit", ring_timeout_s=30.0)
+    assert PhoneDispatch.parse('{"direction": "inbound"}') == PhoneDispatch(direction="inbound")
+
+
+def test_the_greeting_says_why_an_outbound_call_was_placed() -> None:
+    outbound = PhoneCall(PhoneDispatch.parse(OUTBOUND), transfer_to="", on_end=lambda _r: None)  # type: ignore[arg-type]
+    assert "to confirm Tuesday's visit" in outbound.greeting()
+    inbound = PhoneCall(PhoneDispatch("inbound"), transfer_to="", on_end=lambda _r: None)
+    assert "phone" in inbound.greeting() and "Tuesday" not in inbound.greeting()
+
+
+@pytest.mark.parametrize(("setting", "uri"), [
+    ("+15550009999", "tel:+15550009999"), ("tel:+15550009999", "tel:+15550009999"),
+    ("sip:desk@pbx.example.org", "sip:desk@pbx.example.org"),
+])
+def test_the_transfer_target_is_a_uri(setting: str, uri: str) -> None:
+    assert transfer_uri(setting) == uri
+
+
+def tool_names(assistant: Assistant) -> set[str]:
+    return {tool.id for tool in assistant.tools}
+
+
+def test_phone_calls_get_end_call_and_transfer_call_browsers_do_not() -> None:
+    faq = Faq.load(DEFAULT_FAQ_PATH)
+    browser = Assistant(instructions="Be brief.", faq=faq)
+    assert not {"end_call", "transfer_call"} & tool_names(browser)
+    phone = PhoneCall(PhoneDispatch("inbound"), transfer_to="+15550009999", on_end=lambda _r: None)
+    assert {"end_call", "transfer_call", "get_current_time"} <= tool_names(Assistant(instructions="x", faq=faq, phone=phone))
+    no_transfer = PhoneCall(PhoneDispatch("inbound"), transfer_to="", on_end=lambda _r: None)
+    names = tool_names(Assistant(instructions="x", faq=faq, phone=no_transfer))
+    assert "end_call" in names and "transfer_call" not in names
