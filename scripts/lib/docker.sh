@@ -26,7 +26,16 @@ ensure_docker() {
       as_root rm -f /var/run/docker.pid  # left by an engine that was killed
       mkdir -p "$CACHE_DIR"
       log "starting dockerd (log: $CACHE_DIR/dockerd.log)"
-      as_root setsid dockerd >"$CACHE_DIR/dockerd.log" 2>&1 </dev/null &
+      # The engine outlives this run, so it must not inherit our descriptors: the caller's
+      # `flock /work/.compose.lock scripts/test-compose` holds its lock on one, and an engine
+      # holding it would keep every later compose test waiting.
+      (
+        for fd in /proc/"$BASHPID"/fd/*; do
+          fd="${fd##*/}"
+          [ "$fd" -gt 2 ] && eval "exec $fd>&-"
+        done
+        as_root setsid dockerd >"$CACHE_DIR/dockerd.log" 2>&1 </dev/null
+      ) &
     fi
     local deadline=$((SECONDS + 90))
     until docker info >/dev/null 2>&1; do
