@@ -26,7 +26,7 @@ import numpy as np
 import pytest
 from livekit import api
 
-from tests.audio import best_envelope_match, envelope, mulaw_decode, mulaw_encode, synthesize
+from tests.audio import best_envelope_match, envelope, mulaw_decode, mulaw_encode, synthesize, write_wav
 from tests.e2e.harness import (
     TRUNK_NUMBER,
     TRUNK_PASSWORD,
@@ -56,8 +56,9 @@ CALLEE = "+15550142424"
 TRANSFER_TO = "+15550009999"
 RING_TIMEOUT_S = 5
 UTTERANCE = "What time is it in Paris right now?"
-#: Silence before the caller speaks: the greeting plays first.
-LEAD_S = 7.0
+#: Silence before the caller speaks: the greeting plays first (the agent and its model link
+#: may take seconds to start on a busy machine).
+LEAD_S = 10.0
 
 
 @pytest.fixture(scope="module")
@@ -190,10 +191,12 @@ def check_an_inbound_call(
     Returns:
         The call (SIPp's messages, RTP both ways).
     """
-    audio, sent_speech = speech_file(workdir, tail_s=12.0)
-    talk_ms = int((LEAD_S + 14.0) * 1000)
+    # After the speech: ~10 s for the reply (a tool call's answer is long), then the keys and
+    # a few seconds for them to reach the model (it takes them once its reply has played).
+    audio, sent_speech = speech_file(workdir, tail_s=16.0)
+    talk_ms = int((LEAD_S + 18.0) * 1000)
     call = call_in(sip_port, workdir, caller_scenario(audio=audio, talk_ms=talk_ms, password=TRUNK_PASSWORD,
-                                                      dtmf=dtmf, dtmf_at_ms=talk_ms - 3000))
+                                                      dtmf=dtmf, dtmf_at_ms=talk_ms - 6000))
     assert call.run.returncode == 0, call.run.errors[-3000:]
     assert call.run.final_answers() == ["SIP/2.0 407 Unauthorized", "SIP/2.0 200 OK"]
 
@@ -201,8 +204,10 @@ def check_an_inbound_call(
     assert all(m.message.realtime_input.audio.mime_type == f"audio/pcm;rate={INPUT_SAMPLE_RATE}"
                for m in session.messages_of("realtime_input.audio"))
     received = np.frombuffer(bytes(session.input_audio), dtype=np.int16)
+    write_wav(workdir / "model-input.wav", received, INPUT_SAMPLE_RATE)  # to listen to when this fails
     correlation, _ = best_envelope_match(envelope(sent_speech, PHONE_SAMPLE_RATE), envelope(received, INPUT_SAMPLE_RATE))
-    assert correlation > 0.85, f"speech envelope correlation {correlation:.2f}"
+    assert correlation > 0.85, (f"speech envelope correlation {correlation:.2f}; {session.input_audio_ms:.0f} ms "
+                                f"received, VAD {[(e.kind, e.audio_ms) for e in session.vad_events]}")
     [spoken] = [t for t in session.turns if t.kind == "audio"]
     assert abs((spoken.speech_end_ms - spoken.speech_start_ms) / 1000 - len(sent_speech) / PHONE_SAMPLE_RATE) < 0.6
 
@@ -299,9 +304,10 @@ def test_calls_from_elsewhere_or_with_a_wrong_password_never_reach_the_agent(
 def test_an_outbound_call_greets_the_callee_with_its_purpose(
     phone_stack: ProcessStack, standin: GeminiLiveStandin, callee_port: int, tmp_path: Path
 ) -> None:
-    # The agent joins the call once answered: the callee waits longer than a caller before speaking.
-    audio, sent_speech = speech_file(tmp_path, tail_s=10.0, lead_s=LEAD_S + 3)
-    callee = Sipp(tmp_path, callee_scenario(answer=200, audio=audio, talk_ms=int((LEAD_S + 15) * 1000)),
+    # The agent greets once the call is answered (its model connects meanwhile): the callee
+    # waits for the greeting longer than a caller does before speaking.
+    audio, sent_speech = speech_file(tmp_path, tail_s=10.0, lead_s=LEAD_S + 8)
+    callee = Sipp(tmp_path, callee_scenario(answer=200, audio=audio, talk_ms=int((LEAD_S + 20) * 1000)),
                   local_ip="127.0.0.1", sip_port=callee_port, media_port=free_port(udp=True))
     with RtpCapture(tmp_path, callee.media_port) as capture:
         callee.start()
