@@ -55,6 +55,8 @@ RUN groupadd --system --gid 10001 appliance \
 COPY --from=builder /opt/venv /opt/venv
 COPY docker/healthcheck.py /usr/local/bin/appliance-healthcheck
 COPY ${SERVICE}/${PACKAGE} /app/${PACKAGE}
+# What the services share about calls in Redis (calls/): one copy of the formats in each image.
+COPY calls/voice_calls /app/voice_calls
 COPY --from=builder /build/check-venv.py /build/requirements.lock /tmp/
 RUN /opt/venv/bin/python /tmp/check-venv.py /tmp/requirements.lock /app/${PACKAGE} \
  && rm /tmp/check-venv.py /tmp/requirements.lock \

@@ -121,7 +121,7 @@ def token_server(env_overrides: dict[str, str], log_path: Path) -> Iterator[str]
     env = {key: value for key, value in os.environ.items()
            if not key.startswith(("TOKEN_", "OIDC_", "LIVEKIT_", "REDIS_"))}
     env.update({
-        "PYTHONPATH": str(ROOT / "token-server"),
+        "PYTHONPATH": os.pathsep.join([str(ROOT / "token-server"), str(ROOT / "calls")]),
         "LIVEKIT_API_KEY": "APIfuzz" + secrets.token_hex(4),
         "LIVEKIT_API_SECRET": secrets.token_urlsafe(36),
         "AGENT_NAME": "fuzz-agent",

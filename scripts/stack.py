@@ -185,7 +185,7 @@ def build_env(
     env.setdefault("AGENT_READY_FILE", str(Path(env["STATE_DIR"]) / "agent.ready"))
     env["AGENT_WORKERS"] = env.get("AGENT_WORKERS") or "1"
     env["PYTHONPATH"] = os.pathsep.join(
-        [str(ROOT / "agent"), str(ROOT / "token-server"), env.get("PYTHONPATH", "")]
+        [str(ROOT / "agent"), str(ROOT / "token-server"), str(ROOT / "calls"), env.get("PYTHONPATH", "")]
     ).rstrip(os.pathsep)
     env["PYTHONUNBUFFERED"] = "1"
     return env

@@ -14,7 +14,7 @@ def run_cli(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]
     clean = {k: v for k, v in os.environ.items() if not k.startswith(("LIVEKIT_", "GOOGLE_", "AGENT_", "GEMINI_"))}
     return subprocess.run(
         [sys.executable, "-m", "voice_agent", *args],
-        env={**clean, **env, "PYTHONPATH": str(AGENT_DIR)},
+        env={**clean, **env, "PYTHONPATH": os.pathsep.join([str(AGENT_DIR), str(AGENT_DIR.parent / "calls")])},
         capture_output=True,
         text=True,
         timeout=60,
@@ -37,3 +37,16 @@ def test_unknown_command_is_refused() -> None:
     result = run_cli(env, "dance")
     assert result.returncode == 2
     assert "usage: python -m voice_agent start" in result.stderr
+
+
+def test_an_untested_google_plugin_is_refused_at_start() -> None:
+    """The adapter (resilience.py) reaches into the plugin: another version must not start silently."""
+    from voice_agent.resilience import TESTED_PLUGIN_VERSIONS, UntestedPluginError, check_plugin_version
+
+    check_plugin_version(TESTED_PLUGIN_VERSIONS[0])
+    try:
+        check_plugin_version("99.0.0")
+    except UntestedPluginError as exc:
+        assert "99.0.0" in str(exc) and TESTED_PLUGIN_VERSIONS[0] in str(exc)
+    else:
+        raise AssertionError("an untested plugin version was accepted")

@@ -283,3 +283,43 @@ def test_retry_policy_backs_off_and_honours_retry_after() -> None:
 @pytest.mark.parametrize(("text", "seconds"), [("5s", 5.0), ("59.5s", 59.5), ("0s", 0.0), ("soon", None), (None, None)])
 def test_go_away_time_left_is_parsed(text: str | None, seconds: float | None) -> None:
     assert parse_time_left(text) == seconds
+
+
+@pytest.mark.parametrize("vertexai", [False, True])
+async def test_audio_frames_are_the_very_frames_google_genai_sends(vertexai: bool) -> None:
+    """The adapter writes audio frames itself (`audio_frame`): byte for byte google-genai's."""
+    from google import genai
+    from google.genai import live, types
+
+    from voice_agent.resilience import audio_frame
+
+    class Socket:
+        def __init__(self) -> None:
+            self.sent: list[str] = []
+
+        async def send(self, text: str) -> None:
+            self.sent.append(text)
+
+    if vertexai:
+        client = genai.Client(vertexai=True, project="p", location="us-central1", credentials=_NoCredentials())
+    else:
+        client = genai.Client(api_key="k")
+    socket = Socket()
+    session = live.AsyncSession(api_client=client._api_client, websocket=socket)  # type: ignore[arg-type]
+    blob = types.Blob(data=bytes(range(256)) * 7, mime_type="audio/pcm;rate=16000")  # both base64 alphabets
+    await session.send_realtime_input(audio=blob)
+    assert socket.sent == [audio_frame(blob)]
+
+
+class _NoCredentials:
+    """Credentials that are never used (no request is made)."""
+
+    token = "unused"
+    valid = True
+    expired = False
+
+    def refresh(self, _request: object) -> None:
+        pass
+
+    def before_request(self, *_args: object) -> None:
+        pass

@@ -31,14 +31,21 @@ def main(argv: list[str]) -> int:
     if missing:
         print(f"voice_agent: warning: {missing}; calls will be told the agent is not configured", file=sys.stderr)
 
-    from livekit.agents.__main__ import main as agents_main
-
-    from . import server
-
     command = argv or ["start"]
     if command[0] != "start":
         print("usage: python -m voice_agent start [--log-level LEVEL]", file=sys.stderr)
         return 2
+
+    from livekit.agents.__main__ import main as agents_main
+
+    from .resilience import UntestedPluginError, check_plugin_version
+
+    try:
+        check_plugin_version()
+    except UntestedPluginError as exc:
+        print(f"voice_agent: {exc}", file=sys.stderr)
+        return 2
+    from . import server
     if settings.ready_file is not None:
         settings.ready_file.unlink(missing_ok=True)  # set again by the registration (server.py)
     try:

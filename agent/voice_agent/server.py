@@ -3,15 +3,15 @@
 The data path of a call, end to end (livekit-agents and the Google plugin wire
 the middle of it; this module decides the call's life):
 
-    browser mic (Opus, 48 kHz) -> LiveKit SFU -> RoomIO audio input (decoded PCM)
-      -> RealtimeModel: resample to 16 kHz PCM16, 50 ms chunks -> Gemini Live (WebSocket)
+    browser mic (Opus, 48 kHz) -> LiveKit SFU -> RoomIO audio input (decoded to 16 kHz PCM16)
+      -> RealtimeModel: 20 ms chunks -> Gemini Live (WebSocket)
       <- 24 kHz PCM16 audio, input/output transcriptions, tool calls
-    RoomIO audio output -> LiveKit SFU -> browser speaker
+    RoomIO audio output (24 kHz, DTX off) -> LiveKit SFU -> browser speaker
     RoomIO text output  -> `lk.transcription` text streams -> live transcript
 
-The call's life: start the session (listening) -> identify the caller -> wait for the
-model link -> personalise -> greet -> converse; no caller within `participant_timeout_s`
-ends the job cleanly. Model-link faults (drops, GoAway, refusals) are absorbed by
+The call's life: start the session (it joins the room while the model connects) -> identify
+the caller -> wait for the model link -> personalise -> greet -> converse; no caller within
+`participant_timeout_s` ends the job cleanly. Model-link faults (drops, GoAway, refusals) are absorbed by
 `resilience.py`; `link.py` decides what the caller hears and reads meanwhile.
 """
 
@@ -25,12 +25,24 @@ from dataclasses import dataclass
 from typing import Literal
 
 from livekit import rtc
-from livekit.agents import NOT_GIVEN, AgentServer, AgentSession, CloseEvent, CloseReason, JobContext, llm, room_io
+from livekit.agents import (
+    NOT_GIVEN,
+    AgentServer,
+    AgentSession,
+    CloseEvent,
+    CloseReason,
+    JobContext,
+    JobExecutorType,
+    JobProcess,
+    llm,
+    room_io,
+)
 
 from . import records, telephony
 from .assistant import Assistant
+from .capacity import CapacityPublisher
 from .link import FILLER_TEXT, CallLink, clip_frames
-from .model import build_realtime_model
+from .model import build_realtime_model, model_ssl_context, room_io_options
 from .settings import AgentSettings
 from .tools import Faq
 from .watchdog import CallWatchdog
@@ -38,8 +50,21 @@ from .watchdog import CallWatchdog
 logger = logging.getLogger("voice_agent")
 
 settings = AgentSettings()
+#: What a call's process runs, preloaded by the worker's forkserver: our modules, and what
+#: livekit-agents imports lazily at a call's start (its loop monitor names them).
+_CALL_MODULES = tuple(
+    f"{__package__}.{name}"
+    for name in ("assistant", "capacity", "link", "model", "records", "resilience", "tools", "watchdog")
+) + ("livekit.agents.llm.async_toolset", "anyio._backends._asyncio", "anyio._core._sockets")
 #: livekit-agents requires a threshold below 1 in production; full means `max_calls` calls.
 _FULL = 0.999
+
+
+def prewarm(_process: JobProcess) -> None:
+    """Work done once per process, before any call (livekit-agents' `setup_fnc`), instead of at
+    the start of each: the SSL context for the model's endpoint (the trust store costs ~0.15 s
+    of CPU to load)."""
+    model_ssl_context(settings.gemini_ca_file)
 
 
 def call_load(agent_server: AgentServer) -> float:
@@ -56,23 +81,40 @@ server = AgentServer(
     load_fnc=call_load,
     load_threshold=_FULL,
     drain_timeout=settings.drain_timeout_s,
+    job_executor_type=JobExecutorType(settings.job_executor),
+    initialize_process_timeout=settings.process_start_timeout_s,
+    # Imported once in the forkserver and shared copy-on-write, so a call's process does not
+    # spend a second of CPU importing them again (not this module: it builds the server).
+    preload_modules=list(_CALL_MODULES),
+    setup_fnc=prewarm,
+    **({"num_idle_processes": settings.idle_processes} if settings.idle_processes is not None else {}),
 )
 
 _watchdog_task: asyncio.Task[None] | None = None
+_capacity_task: asyncio.Task[None] | None = None
 
 
 @server.on("worker_registered")
 def _on_registered(worker_id: str, _server_info: object) -> None:
-    """Readiness (LiveKit now dispatches jobs to this worker), and the call watchdog.
+    """Readiness (LiveKit now dispatches jobs to this worker), the capacity it publishes for
+    admission control, and the call watchdog.
 
     The ready file is JSON: `{"worker_id": str, "health_port": int}` (the port the health
     server bound, which differs from AGENT_HEALTH_PORT when that is 0 or several workers share
     a host); the native run's health check and the container's HEALTHCHECK read it.
     """
-    global _watchdog_task
+    global _watchdog_task, _capacity_task
     if settings.ready_file is not None:
         ready = {"worker_id": worker_id, "health_port": server.worker_info.http_port}
         settings.ready_file.write_text(json.dumps(ready) + "\n")
+    if settings.redis_url and _capacity_task is None:
+        publisher = CapacityPublisher(
+            records.connect(settings.redis_url),
+            max_calls=settings.max_calls,
+            rooms=lambda: [job.job.room.name for job in server.active_jobs],
+            draining=lambda: server.draining,
+        )
+        _capacity_task = asyncio.get_running_loop().create_task(publisher.run(), name="capacity")
     if settings.redis_url and (_watchdog_task is None or _watchdog_task.done()):
         watchdog = CallWatchdog(
             redis_url=settings.redis_url,
@@ -175,19 +217,25 @@ async def entrypoint(ctx: JobContext) -> None:
             # The model could not be reached (or was lost) and retrying stopped.
             asyncio.create_task(_end_call(ctx, call, link.gave_up_message(), reason="model unavailable"))
 
-    # 1. start: join the room, then the session listens as soon as the caller's track arrives.
-    await ctx.connect()
+    # 1. start, as LiveKit's agent starter does: the session joins the room itself, while the
+    # agent and its model connection start, so the two overlap. The caller is linked once the
+    # room is joined (livekit-agents 1.8's RoomIO needs the room connected to link an identity).
+    audio_input, audio_output, text_output = room_io_options(settings)
     await session.start(
         agent=assistant,
         room=ctx.room,
         room_options=room_io.RoomOptions(
-            participant_identity=dispatch.participant_identity or NOT_GIVEN,
             participant_kinds=[rtc.ParticipantKind.PARTICIPANT_KIND_STANDARD, rtc.ParticipantKind.PARTICIPANT_KIND_SIP],
+            audio_input=audio_input,
+            audio_output=audio_output,
+            text_output=text_output,
             # A caller whose network drops may come back: `_watch_caller` decides when it is over.
             close_on_disconnect=False,
         ),
         record=False,
     )
+    if dispatch.participant_identity:
+        session.room_io.set_participant(dispatch.participant_identity)
 
     # 2. identify: the participant the token was issued to (or the first caller); an outbound
     # phone call may ring first.

@@ -7,6 +7,7 @@ one source; nothing here reads files of its own.
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Literal
 
 from pydantic import AliasChoices, Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -70,6 +71,40 @@ class AgentSettings(BaseSettings):
         default=None, gt=0, validation_alias="GEMINI_COMPRESSION_TRIGGER_TOKENS"
     )
 
+    # Turn-taking: Gemini Live's own voice activity detection (setup.realtimeInputConfig).
+    # The model decides when the caller has finished; these are the largest latency lever.
+    #: Silence after speech before the turn ends, ms (`silenceDurationMs`). Shorter answers
+    #: sooner but may cut in on a caller who pauses mid-sentence.
+    gemini_vad_silence_ms: int | None = Field(
+        default=500, ge=0, le=10_000, validation_alias="GEMINI_VAD_SILENCE_MS"
+    )
+    #: Speech needed before the start of speech is committed, ms (`prefixPaddingMs`);
+    #: unset: the service's default.
+    gemini_vad_prefix_padding_ms: int | None = Field(
+        default=None, ge=0, le=10_000, validation_alias="GEMINI_VAD_PREFIX_PADDING_MS"
+    )
+    #: How readily speech is detected (`startOfSpeechSensitivity`): high detects (and barges
+    #: in) sooner, low ignores more noise; unset: the service's default.
+    gemini_vad_start_sensitivity: Literal["high", "low"] | None = Field(
+        default=None, validation_alias="GEMINI_VAD_START_SENSITIVITY"
+    )
+    #: How readily speech is ended (`endOfSpeechSensitivity`). Set explicitly because the
+    #: defaults differ: high on the Gemini API, low on Vertex AI (slower to answer).
+    gemini_vad_end_sensitivity: Literal["high", "low"] | None = Field(
+        default="high", validation_alias="GEMINI_VAD_END_SENSITIVITY"
+    )
+    #: Barge-in: the caller's speech interrupts the agent's reply (`activityHandling`
+    #: START_OF_ACTIVITY_INTERRUPTS); false lets replies finish (NO_INTERRUPTION).
+    gemini_barge_in: bool = Field(default=True, validation_alias="GEMINI_BARGE_IN")
+
+    #: The caller's audio goes to the model in chunks this long, ms (livekit-plugins-google's
+    #: own is 50 ms; shorter reaches the model sooner, for a few more WebSocket messages).
+    model_input_chunk_ms: int = Field(default=20, ge=10, le=100, validation_alias="AGENT_MODEL_INPUT_CHUNK_MS")
+    #: Pace the agent's transcript to its speech (livekit-agents' synchronizer, which estimates
+    #: the speaking rate from the audio: about a tenth of a call's CPU). Off: the text goes out
+    #: as the model sends it, which Gemini interleaves with its audio.
+    transcript_sync: bool = Field(default=False, validation_alias="AGENT_TRANSCRIPT_SYNC")
+
     # Model connection faults (see resilience.py).
     #: Keep retrying a failed Gemini handshake (refused, 429, 5xx, stalled) this long, seconds.
     model_retry_give_up_s: float = Field(default=60.0, gt=0, validation_alias="AGENT_MODEL_RETRY_GIVE_UP_S")
@@ -111,6 +146,15 @@ class AgentSettings(BaseSettings):
     #: calls, not CPU: the SFU shares the box, and its CPU bursts would close the worker to
     #: new calls at random (livekit-agents' default load is system CPU, threshold 0.7).
     max_calls: int = Field(default=8, ge=1, le=1000, validation_alias="AGENT_MAX_CALLS")
+    #: Where a call runs: `process` (one process per call, livekit-agents' default: a crash or
+    #: a stall stays in its call) or `thread` (calls share the worker's process).
+    job_executor: Literal["process", "thread"] = Field(default="process", validation_alias="AGENT_JOB_EXECUTOR")
+    #: Processes kept started and waiting for a call (process executor), so a call does not
+    #: wait for one to start; unset: livekit-agents' default (one per CPU).
+    idle_processes: int | None = Field(default=None, ge=0, le=100, validation_alias="AGENT_IDLE_PROCESSES")
+    #: A call's process must be ready within this long, s (livekit-agents' default is 10 s; on a
+    #: busy small machine a process can take longer, and one killed at 10 s is started again).
+    process_start_timeout_s: float = Field(default=30.0, gt=0, validation_alias="AGENT_PROCESS_START_TIMEOUT_S")
     drain_timeout_s: int = Field(default=600, ge=0, validation_alias="AGENT_DRAIN_TIMEOUT_S")
     log_level: str = Field(default="INFO", validation_alias="AGENT_LOG_LEVEL")
     #: Written with the worker id once LiveKit has accepted the registration, removed at

@@ -24,7 +24,6 @@ from tests.audio import rms_dbfs
 #: Caller microphone format: what a browser's Opus track carries (48 kHz mono), 10 ms frames.
 MIC_SAMPLE_RATE = 48_000
 FRAME_MS = 10
-FRAME_SAMPLES = MIC_SAMPLE_RATE * FRAME_MS // 1000
 #: Agent audio above this level counts as sound (dBFS).
 AUDIBLE_DBFS = -45.0
 
@@ -42,6 +41,21 @@ def request_token(token_url: str, body: dict[str, Any] | None = None) -> tuple[i
             return response.status, json.loads(response.read())
     except urllib.error.HTTPError as exc:
         return exc.code, json.loads(exc.read() or b"{}")
+
+
+class TokenRefused(RuntimeError):
+    """The token endpoint did not answer 201: `status` and the JSON `body` it sent."""
+
+    def __init__(self, status: int, body: dict[str, Any]) -> None:
+        super().__init__(f"token endpoint answered {status}: {body}")
+        self.status = status
+        self.body = body
+
+    @property
+    def code(self) -> str:
+        """The error code of the JSON body (`at_capacity`, ...), or the status."""
+        error = self.body.get("error") if isinstance(self.body, dict) else None
+        return str(error.get("code")) if isinstance(error, dict) else str(self.status)
 
 
 @dataclass
@@ -81,9 +95,27 @@ class Caller:
         name: the participant name sent with the token request.
         token: a token answer to join with instead (`server_url`, `participant_token`,
             `participant_identity`): rejoining a room, as a client's full reconnect does.
+        mic_frame_ms: microphone frame length, ms (10 as a browser's WebRTC; load tests
+            use 20 to halve the generator's own work).
+        queue_size_ms: the microphone `AudioSource`'s queue, ms (0 hands each frame to WebRTC
+            directly: no caller-side buffering in latency benchmarks; WebRTC then takes 10 ms
+            frames only, so `mic_frame_ms` must be 10).
+        listen_rate: sample rate the agent's audio is decoded to, Hz.
+        listen_frame_ms: length of the frames the agent's audio arrives in (and is measured
+            by), ms; None: LiveKit's default (10 ms).
     """
 
-    def __init__(self, token_url: str, name: str = "Test Caller", token: dict[str, Any] | None = None) -> None:
+    def __init__(
+        self,
+        token_url: str,
+        name: str = "Test Caller",
+        token: dict[str, Any] | None = None,
+        *,
+        mic_frame_ms: int = FRAME_MS,
+        queue_size_ms: int = 100,
+        listen_rate: int = MIC_SAMPLE_RATE,
+        listen_frame_ms: int | None = None,
+    ) -> None:
         self.token_url = token_url
         self.name = name
         self.room = rtc.Room()
@@ -91,18 +123,27 @@ class Caller:
         self.transcripts: list[TranscriptEvent] = []
         self.agent_audio = AgentAudio()
         self.joined_at = 0.0
+        self.token_status = 0
+        self.first_speech_sent_at = 0.0
         self.last_speech_sent_at = 0.0
+        if queue_size_ms == 0 and mic_frame_ms != FRAME_MS:
+            raise ValueError(f"a microphone without a queue takes {FRAME_MS} ms frames only")
+        self._frame_samples = MIC_SAMPLE_RATE * mic_frame_ms // 1000
+        self._mic_task: asyncio.Task[None] | None = None
+        self._listen_rate = listen_rate
+        self._listen_frame_ms = listen_frame_ms
         self._speech_dbfs = -40.0
         self._speech: asyncio.Queue[np.ndarray] = asyncio.Queue()
         self._speech_done: asyncio.Event = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []
-        self._source = rtc.AudioSource(MIC_SAMPLE_RATE, 1, queue_size_ms=100)
+        self._source = rtc.AudioSource(MIC_SAMPLE_RATE, 1, queue_size_ms=queue_size_ms)
 
     async def __aenter__(self) -> Caller:
         if not self.token:
             status, body = await asyncio.to_thread(request_token, self.token_url, {"participant_name": self.name})
+            self.token_status = status
             if status != 201:
-                raise RuntimeError(f"token endpoint answered {status}: {body}")
+                raise TokenRefused(status, body)
             self.token = body
         body = self.token
         self.room.register_text_stream_handler("lk.transcription", self._on_transcription)
@@ -113,7 +154,8 @@ class Caller:
         await self.room.local_participant.publish_track(
             track, rtc.TrackPublishOptions(source=rtc.TrackSource.SOURCE_MICROPHONE)
         )
-        self._tasks.append(asyncio.create_task(self._microphone()))
+        self._mic_task = asyncio.create_task(self._microphone())
+        self._tasks.append(self._mic_task)
         return self
 
     async def __aexit__(self, *exc: object) -> None:
@@ -135,17 +177,26 @@ class Caller:
             speech_dbfs: a 10 ms frame louder than this counts as speech (dBFS).
 
         Returns:
-            Monotonic time at which the utterance's last speech frame was handed to WebRTC.
+            Monotonic time at which the utterance's last speech frame was handed to WebRTC
+            (`first_speech_sent_at` holds its first one).
         """
         self._speech_dbfs = speech_dbfs
+        self.first_speech_sent_at = 0.0
         self._speech_done.clear()
         await self._speech.put(samples)
-        await self._speech_done.wait()
+        done = asyncio.ensure_future(self._speech_done.wait())
+        assert self._mic_task is not None, "say() before joining"
+        await asyncio.wait([done, self._mic_task], return_when=asyncio.FIRST_COMPLETED)
+        if not done.done():  # the microphone stopped: say why instead of waiting forever
+            done.cancel()
+            self._mic_task.result()
+            raise RuntimeError("the microphone stopped")
         return self.last_speech_sent_at
 
     async def _microphone(self) -> None:
-        """Feed 10 ms frames at real-time pace: queued speech, else silence."""
-        silence = np.zeros(FRAME_SAMPLES, dtype=np.int16)
+        """Feed frames at real-time pace: queued speech, else silence."""
+        size = self._frame_samples
+        silence = np.zeros(size, dtype=np.int16)
         pending: np.ndarray | None = None
         offset = 0
         next_at = time.monotonic()
@@ -153,19 +204,20 @@ class Caller:
             if pending is None and not self._speech.empty():
                 pending, offset = self._speech.get_nowait(), 0
             if pending is not None:
-                chunk = pending[offset : offset + FRAME_SAMPLES]
-                chunk = np.pad(chunk, (0, FRAME_SAMPLES - len(chunk)))
-                offset += FRAME_SAMPLES
+                chunk = pending[offset : offset + size]
+                chunk = np.pad(chunk, (0, size - len(chunk)))
+                offset += size
             else:
                 chunk = silence
-            frame = rtc.AudioFrame(chunk.tobytes(), MIC_SAMPLE_RATE, 1, FRAME_SAMPLES)
+            frame = rtc.AudioFrame(chunk.tobytes(), MIC_SAMPLE_RATE, 1, size)
             await self._source.capture_frame(frame)
             if pending is not None and rms_dbfs(chunk) > self._speech_dbfs:
                 self.last_speech_sent_at = time.monotonic()
+                self.first_speech_sent_at = self.first_speech_sent_at or self.last_speech_sent_at
             if pending is not None and offset >= len(pending):
                 pending = None
                 self._speech_done.set()
-            next_at += FRAME_MS / 1000
+            next_at += size / MIC_SAMPLE_RATE
             await asyncio.sleep(max(0.0, next_at - time.monotonic()))
 
     def _on_track_subscribed(
@@ -175,7 +227,9 @@ class Caller:
             self._tasks.append(asyncio.create_task(self._listen(track)))
 
     async def _listen(self, track: rtc.Track) -> None:
-        stream = rtc.AudioStream(track, sample_rate=MIC_SAMPLE_RATE, num_channels=1)
+        stream = rtc.AudioStream(
+            track, sample_rate=self._listen_rate, num_channels=1, frame_size_ms=self._listen_frame_ms
+        )
         async for event in stream:
             samples = np.frombuffer(event.frame.data, dtype=np.int16).copy()
             self.agent_audio.levels.append((time.monotonic(), rms_dbfs(samples)))

@@ -22,28 +22,11 @@ import pytest
 from playwright.sync_api import Browser, BrowserContext, Page, Playwright, expect, sync_playwright
 
 from tests.audio import synthesize, write_wav
+from tests.e2e.browser import DESKTOP, FAKE_MIC_RATE, PHONE, launch, screenshot, speech_wav
 from tests.e2e.harness import ProcessStack
 from tests.standins.gemini_live import GeminiLiveStandin, SessionRecord, pcm16_dbfs
 
 pytestmark = [pytest.mark.e2e, pytest.mark.browser]
-
-CHROMIUM = "/usr/lib/chromium/chromium"
-FAKE_MIC_RATE = 48_000
-CHROMIUM_ARGS = [
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-dev-shm-usage",
-    "--use-fake-device-for-media-stream",
-    "--autoplay-policy=no-user-gesture-required",
-    "--allow-loopback-in-peer-connection",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    "--disable-quic",
-    "--no-first-run",
-]
-DESKTOP = {"width": 1280, "height": 800}
-PHONE = {"width": 390, "height": 844}
 
 #: The chatty microphone's cycle: speech starts every CHATTY_CYCLE_S seconds.
 CHATTY_LEAD_S, CHATTY_GAP_S = 0.5, 3.0
@@ -59,20 +42,6 @@ NO_MICROPHONE_SCRIPT = """
   md.enumerateDevices = async () => (await enumerate()).filter((d) => d.kind !== 'audioinput');
 })();
 """
-
-
-def speech_wav(path: Path, text: str, silence_s: float, lead_s: float = 3.0) -> Path:
-    """A WAV for Chromium's fake microphone: `lead_s` of silence, the utterance, then silence (it loops)."""
-    speech = synthesize(text, FAKE_MIC_RATE)
-    lead = np.zeros(int(lead_s * FAKE_MIC_RATE), dtype=np.int16)
-    silence = np.zeros(int(silence_s * FAKE_MIC_RATE), dtype=np.int16)
-    return write_wav(path, np.concatenate([lead, speech, silence]), FAKE_MIC_RATE)
-
-
-def launch(playwright: Playwright, wav: Path) -> Browser:
-    return playwright.chromium.launch(
-        executable_path=CHROMIUM, headless=True, args=[*CHROMIUM_ARGS, f"--use-file-for-fake-audio-capture={wav}"]
-    )
 
 
 @pytest.fixture(scope="module")
@@ -148,12 +117,6 @@ def open_page(native_stack: ProcessStack) -> Iterator[Callable[..., Page]]:
             except Exception:  # noqa: BLE001 - the page may be gone already
                 pass
         context.close()
-
-
-def screenshot(page: Page, artifacts: Path, name: str) -> None:
-    folder = artifacts / "screenshots"
-    folder.mkdir(exist_ok=True)
-    page.screenshot(path=str(folder / f"{name}.png"), full_page=True)
 
 
 def connect(page: Page, name: str = "") -> float:

@@ -240,6 +240,14 @@ class StandinConfig:
         espeak_voice: espeak-ng voice for replies.
         espeak_wpm: espeak-ng speed, words per minute.
         setup_timeout_s: seconds a new connection has to send its ``setup`` frame.
+        answer_at_speech_start: reply at the first loud frame of speech (no start padding,
+            no silence window), and let the rest of that utterance neither end another turn
+            nor barge in. A model with no
+            end-of-speech wait: what is left of a voice round trip is the appliance's own
+            path (benchmarks and load tests).
+        reply_audio: ``"speech"`` (espeak-ng) or ``"tone"``: a steady 440 Hz tone of about
+            0.3 s per word, cheap to make at scale and without pauses, so a hole in it as
+            heard by a caller is a hole made on the way (load tests count them).
     """
 
     vad_threshold_dbfs: float = -40.0
@@ -255,6 +263,8 @@ class StandinConfig:
     espeak_voice: str = "en-us"
     espeak_wpm: int = 175
     setup_timeout_s: float = 10.0
+    answer_at_speech_start: bool = False
+    reply_audio: Literal["speech", "tone"] = "speech"
 
 
 # --------------------------------------------------------------------------------------
@@ -474,6 +484,10 @@ class SessionRecord:
             (1011 is what livekit-plugins-google sends), ``None`` if none.
         setup: the setup frame, once received.
         vad_silence_ms: the end-of-turn silence window in force (ms).
+        vad_prefix_ms: speech needed before a start is committed (ms; the setup's
+            ``prefixPaddingMs``, else ``vad_min_speech_ms``).
+        vad_start_dbfs / vad_end_dbfs: the level a frame needs to start speech / to keep
+            it going, after the setup's start and end sensitivities (:func:`vad_thresholds`).
         automatic_activity_detection: ``False`` when the setup disabled it; turns
             are then delimited by ``activityStart``/``activityEnd``.
         messages: every client frame, in order.
@@ -495,6 +509,9 @@ class SessionRecord:
     headers: dict[str, str]
     connected_at: float
     vad_silence_ms: int
+    vad_prefix_ms: int = 0
+    vad_start_dbfs: float = 0.0
+    vad_end_dbfs: float = 0.0
     closed_at: float | None = None
     close_code: int | None = None
     close_reason: str | None = None
@@ -640,14 +657,64 @@ def speech_pcm(
     return resample_pcm16(pcm, rate, sample_rate)
 
 
+#: dB by which a sensitivity setting moves the energy VAD's threshold (see `vad_thresholds`).
+SENSITIVITY_DB = 6.0
+
+
+def vad_thresholds(base_dbfs: float, aad: types.AutomaticActivityDetection | None) -> tuple[float, float]:
+    """(start, end) frame thresholds in dBFS for a setup's activity-detection sensitivities.
+
+    The real service's detector is not an energy VAD; this is the stand-in's honest
+    approximation of the documented meaning (google-genai ``StartSensitivity`` /
+    ``EndSensitivity``): start HIGH "detects the start of speech more often", so quieter
+    frames start it (``base - SENSITIVITY_DB``), LOW needs louder ones; end HIGH "ends speech
+    more often", so a frame must be louder to keep speech going (``base + SENSITIVITY_DB``),
+    LOW lets quieter tails continue it. Unspecified: ``base`` for both.
+    """
+    start = end = base_dbfs
+    if aad is not None:
+        if aad.start_of_speech_sensitivity == types.StartSensitivity.START_SENSITIVITY_HIGH:
+            start -= SENSITIVITY_DB
+        elif aad.start_of_speech_sensitivity == types.StartSensitivity.START_SENSITIVITY_LOW:
+            start += SENSITIVITY_DB
+        if aad.end_of_speech_sensitivity == types.EndSensitivity.END_SENSITIVITY_HIGH:
+            end += SENSITIVITY_DB
+        elif aad.end_of_speech_sensitivity == types.EndSensitivity.END_SENSITIVITY_LOW:
+            end -= SENSITIVITY_DB
+    return start, end
+
+
+#: Seconds of tone per word of a reply spoken as a tone (espeak-ng at 175 wpm: ~0.34 s).
+TONE_S_PER_WORD = 0.3
+#: Level of the reply tone, dBFS (RMS).
+TONE_DBFS = -16.0
+
+
+@functools.lru_cache(maxsize=64)
+def tone_pcm(words: int, sample_rate: int = OUTPUT_SAMPLE_RATE, hz: float = 440.0) -> bytes:
+    """A steady sine of ``TONE_S_PER_WORD`` s per word (at least one) at ``TONE_DBFS``, PCM16
+    mono at ``sample_rate`` Hz, with 5 ms fades so it starts and ends without a click."""
+    n = int(max(1, words) * TONE_S_PER_WORD * sample_rate)
+    t = np.arange(n) / sample_rate
+    amplitude = 32768 * 10 ** (TONE_DBFS / 20) * math.sqrt(2)
+    wave = amplitude * np.sin(2 * np.pi * hz * t)
+    fade = min(n // 2, sample_rate * 5 // 1000)
+    if fade:
+        ramp = np.linspace(0.0, 1.0, fade)
+        wave[:fade] *= ramp
+        wave[-fade:] *= ramp[::-1]
+    return wave.astype("<i2").tobytes()
+
+
 class EnergyVad:
     """Energy voice-activity detector over 16 kHz PCM16 mono.
 
     Each ``frame_ms`` frame is speech when its RMS level is at or above
     ``threshold_dbfs``. Speech starts after ``min_speech_ms`` of consecutive speech
     frames (its start is the first of them) and ends after ``silence_ms`` of
-    non-speech frames (its end is the end of the last speech frame). Positions are
-    in audio time, so the result does not depend on how fast audio arrives.
+    frames below ``end_threshold_dbfs`` (default: ``threshold_dbfs``; its end is the
+    end of the last speech frame). Positions are in audio time, so the result does not
+    depend on how fast audio arrives.
     """
 
     def __init__(
@@ -658,10 +725,12 @@ class EnergyVad:
         threshold_dbfs: float = -40.0,
         min_speech_ms: int = 60,
         silence_ms: int = 500,
+        end_threshold_dbfs: float | None = None,
     ) -> None:
         self._frame_bytes = sample_rate * frame_ms // 1000 * SAMPLE_WIDTH
         self._frame_ms = frame_ms
         self._threshold = threshold_dbfs
+        self._end_threshold = threshold_dbfs if end_threshold_dbfs is None else end_threshold_dbfs
         self._min_speech_frames = max(1, math.ceil(min_speech_ms / frame_ms))
         self._silence_frames_needed = max(1, math.ceil(silence_ms / frame_ms))
         self._pending = bytearray()
@@ -679,7 +748,8 @@ class EnergyVad:
         while len(self._pending) >= self._frame_bytes:
             frame = bytes(self._pending[: self._frame_bytes])
             del self._pending[: self._frame_bytes]
-            voiced = pcm16_dbfs(frame) >= self._threshold
+            level = pcm16_dbfs(frame)
+            voiced = level >= (self._end_threshold if self.in_speech else self._threshold)
             index = self._frame_index
             self._frame_index += 1
             if not self.in_speech:
@@ -868,6 +938,7 @@ class _LiveSession:
         self._consumed_index = -1
         self._manual_start: tuple[float, float] | None = None
         self._speech_start: VadEvent | None = None
+        self._answered_early = False  # answer_at_speech_start: replied to the utterance in progress
         self._pending_context: list[tuple[str, str]] = []
         self._reply: _ActiveReply | None = None
         self._tool_waiters: dict[str, asyncio.Future[types.FunctionResponse]] = {}
@@ -948,6 +1019,10 @@ class _LiveSession:
         silence_ms = (
             aad.silence_duration_ms if aad and aad.silence_duration_ms else None
         ) or self._cfg.vad_silence_ms
+        prefix_ms = aad.prefix_padding_ms if aad and aad.prefix_padding_ms is not None else self._cfg.vad_min_speech_ms
+        if self._cfg.answer_at_speech_start:
+            prefix_ms = 0  # the first loud frame is the start (and the answer)
+        start_dbfs, end_dbfs = vad_thresholds(self._cfg.vad_threshold_dbfs, aad)
         automatic = not (aad and aad.disabled)
         self._interrupts_on_activity = not (
             ric and ric.activity_handling == types.ActivityHandling.NO_INTERRUPTION
@@ -977,8 +1052,9 @@ class _LiveSession:
         )
         self._vad = EnergyVad(
             frame_ms=self._cfg.vad_frame_ms,
-            threshold_dbfs=self._cfg.vad_threshold_dbfs,
-            min_speech_ms=self._cfg.vad_min_speech_ms,
+            threshold_dbfs=start_dbfs,
+            end_threshold_dbfs=end_dbfs,
+            min_speech_ms=prefix_ms,
             silence_ms=silence_ms,
         )
         resumption = self._standin._lookup_handle(handle) if handle else None
@@ -986,6 +1062,8 @@ class _LiveSession:
         with self._standin._mutate():
             self._rec.setup = record
             self._rec.vad_silence_ms = silence_ms
+            self._rec.vad_prefix_ms = prefix_ms
+            self._rec.vad_start_dbfs, self._rec.vad_end_dbfs = start_dbfs, end_dbfs
             self._rec.automatic_activity_detection = automatic
             self._rec.resumption = resumption
         log.info(
@@ -1053,8 +1131,14 @@ class _LiveSession:
             self._rec.vad_events.append(event)
         if event.kind == "start":
             self._speech_start = event
-            if self._reply_active() and self._interrupts_on_activity:
+            if self._cfg.answer_at_speech_start and not self._answered_early:
+                # Answer now; the rest of this utterance is the same turn.
+                self._answered_early = True
+                await self._start_audio_turn(event, event, "speech_start")
+            elif self._reply_active() and self._interrupts_on_activity:
                 await self._interrupt()
+        elif self._answered_early:
+            self._answered_early, self._speech_start = False, None
         else:
             start, self._speech_start = self._speech_start or event, None
             await self._start_audio_turn(start, event, reason)
@@ -1166,9 +1250,12 @@ class _LiveSession:
         if self._cfg.response_delay_ms:
             await asyncio.sleep(self._cfg.response_delay_ms / 1000.0)
         text = self._cfg.responder(turn_input)
-        audio = await asyncio.to_thread(
-            speech_pcm, text, OUTPUT_SAMPLE_RATE, self._cfg.espeak_voice, self._cfg.espeak_wpm
-        )
+        if self._cfg.reply_audio == "tone":
+            audio = tone_pcm(len(text.split()))
+        else:
+            audio = await asyncio.to_thread(
+                speech_pcm, text, OUTPUT_SAMPLE_RATE, self._cfg.espeak_voice, self._cfg.espeak_wpm
+            )
         with self._standin._mutate():
             turn.reply_text = text
         await self._speak(turn, text, audio)
@@ -1753,6 +1840,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--vad-silence-ms", type=int, default=defaults.vad_silence_ms)
     parser.add_argument("--reply-pacing", type=float, default=defaults.reply_pacing)
     parser.add_argument("--response-delay-ms", type=int, default=defaults.response_delay_ms)
+    parser.add_argument("--answer-at-speech-start", action="store_true",
+                        help="reply as soon as speech starts (no end-of-speech wait)")
+    parser.add_argument("--reply-audio", choices=("speech", "tone"), default=defaults.reply_audio)
     parser.add_argument("--tool-call", metavar="NAME", help="call this declared function on each audio turn")
     parser.add_argument("--tool-args", metavar="JSON", default="{}", help="arguments for --tool-call")
     parser.add_argument("--log-level", default="INFO")
@@ -1767,6 +1857,8 @@ def main(argv: list[str] | None = None) -> int:
         vad_silence_ms=args.vad_silence_ms,
         reply_pacing=args.reply_pacing,
         response_delay_ms=args.response_delay_ms,
+        answer_at_speech_start=args.answer_at_speech_start,
+        reply_audio=args.reply_audio,
         tool_call=ToolCallSpec(args.tool_call, json.loads(args.tool_args)) if args.tool_call else None,
     )
     standin = GeminiLiveStandin(config, host=args.host, port=args.port, cert_dir=args.cert_dir)

@@ -33,8 +33,12 @@ from tests.standins.gemini_live import (
     GeminiLiveStandin,
     SessionRecord,
     StandinConfig,
+    SENSITIVITY_DB,
+    TONE_DBFS,
     ToolCallSpec,
+    pcm16_dbfs,
     speech_pcm,
+    tone_pcm,
 )
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -736,3 +740,76 @@ def test_resumption_tells_how_many_turns_the_handle_covers(fast_standin: GeminiL
     resumed = last_session(fast_standin, lambda s: s.closed_at is not None and s.session_id != first.session_id)
     assert resumed.resumption is not None
     assert (resumed.resumption.resumed_session_id, resumed.resumption.resumed_turns) == (first.session_id, 1)
+
+
+def _scaled(pcm: bytes, dbfs: float) -> bytes:
+    """`pcm` (PCM16) scaled so its loud frames sit near `dbfs`: the utterance's peak 20 ms level."""
+    samples = np.frombuffer(pcm, dtype="<i2").astype(np.float64)
+    frames = samples[: len(samples) // 320 * 320].reshape(-1, 320)
+    loudest = max(pcm16_dbfs(f.astype("<i2").tobytes()) for f in frames)
+    scaled = samples * 10 ** ((dbfs - loudest) / 20)
+    return np.clip(scaled, -32768, 32767).astype("<i2").tobytes()
+
+
+def test_activity_detection_settings_move_the_vad(utterance_16k: bytes) -> None:
+    """prefixPaddingMs and the start/end sensitivities reach the VAD (recorded, and heard)."""
+    base = StandinConfig().vad_threshold_dbfs
+    # Loud enough for a sensitive start only: the utterance's loudest frames sit 3 dB below
+    # the plain threshold, so start HIGH (base - 6 dB) hears it and start LOW does not.
+    quiet = _scaled(utterance_16k, base - SENSITIVITY_DB / 2) + silence(800)
+
+    async def one(start: types.StartSensitivity, prefix_ms: int) -> SessionRecord:
+        with GeminiLiveStandin(StandinConfig(reply_pacing=8.0, hold_turn_complete=False)) as standin:
+            ric = types.RealtimeInputConfig(
+                automatic_activity_detection=types.AutomaticActivityDetection(
+                    silence_duration_ms=300,
+                    prefix_padding_ms=prefix_ms,
+                    start_of_speech_sensitivity=start,
+                    end_of_speech_sensitivity=types.EndSensitivity.END_SENSITIVITY_LOW,
+                )
+            )
+            async with live_client(standin, realtime_input_config=ric) as client:
+                await client.send_audio(quiet)
+                await asyncio.sleep(0.5)
+            return last_session(standin, lambda s: s.closed_at is not None)
+
+    high = asyncio.run(one(types.StartSensitivity.START_SENSITIVITY_HIGH, 40))
+    low = asyncio.run(one(types.StartSensitivity.START_SENSITIVITY_LOW, 120))
+    assert (high.vad_prefix_ms, high.vad_start_dbfs, high.vad_end_dbfs) == (
+        40, base - SENSITIVITY_DB, base - SENSITIVITY_DB
+    )
+    assert (low.vad_prefix_ms, low.vad_start_dbfs) == (120, base + SENSITIVITY_DB)
+    assert len(high.turns) == 1 and high.turns[0].kind == "audio"
+    assert low.turns == [] and low.vad_events == []
+
+
+def test_answer_at_speech_start_replies_while_the_caller_still_speaks(utterance_16k: bytes) -> None:
+    config = StandinConfig(reply_pacing=1.0, answer_at_speech_start=True, reply_audio="tone")
+    with GeminiLiveStandin(config) as standin:
+
+        async def scenario() -> None:
+            async with live_client(standin) as client:
+                # Real time, so "before the utterance ends" means something.
+                for i in range(0, len(utterance_16k), CHUNK_BYTES):
+                    await client.send_audio(utterance_16k[i : i + CHUNK_BYTES])
+                    await asyncio.sleep(0.05)
+                await client.send_audio(silence(800))
+                await client.wait_for(is_turn_complete, timeout=15)
+
+        asyncio.run(scenario())
+        record = last_session(standin, lambda s: s.closed_at is not None)
+
+    (turn,) = record.turns  # the rest of the utterance neither ends another turn nor barges in
+    assert turn.end_reason == "speech_start" and not turn.interrupted
+    assert turn.first_audio_at is not None and turn.speech_start_at is not None
+    speech_end = next(e for e in record.vad_events if e.kind == "end")
+    assert turn.first_audio_at < speech_end.at
+    assert [e.kind for e in record.vad_events] == ["start", "end"]
+    assert record.errors == []
+
+
+def test_tone_replies_are_steady() -> None:
+    pcm = tone_pcm(3)
+    assert len(pcm) == int(3 * 0.3 * OUTPUT_SAMPLE_RATE) * 2
+    frames = [pcm[i : i + 480] for i in range(480, len(pcm) - 480, 480)]  # 10 ms at 24 kHz
+    assert all(abs(pcm16_dbfs(f) - TONE_DBFS) < 0.5 for f in frames)

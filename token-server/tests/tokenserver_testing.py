@@ -48,6 +48,9 @@ SERVER_ENV = (
     "TOKEN_SESSION_MAX_SECONDS",
     "TOKEN_TRUSTED_PROXY_HOPS",
     "TOKEN_CORS_ORIGINS",
+    "TOKEN_ADMISSION_CONTROL",
+    "TOKEN_JOIN_WINDOW_SECONDS",
+    "TOKEN_BUSY_RETRY_AFTER_SECONDS",
 )
 
 #: A shared API key for `shared-key` mode tests (32+ characters).
@@ -81,6 +84,10 @@ def make_settings(**overrides: object) -> Settings:
         "token_session_max_seconds": 3600,
         "token_trusted_proxy_hops": 1,
         "token_cors_origins": "",
+        # No agent workers publish capacity in these tests (test_admission turns it on).
+        "token_admission_control": False,
+        "token_join_window_seconds": 30,
+        "token_busy_retry_after_seconds": 5,
     }
     values.update(overrides)
     return Settings(**values)  # type: ignore[arg-type]
@@ -90,6 +97,8 @@ def subprocess_env(**values: str) -> dict[str, str]:
     """The current environment without the server's variables, plus `values` and a
     PYTHONPATH that finds the package."""
     env = {key: value for key, value in os.environ.items() if key not in SERVER_ENV}
-    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(PACKAGE_ROOT), env.get("PYTHONPATH")]))
+    env["PYTHONPATH"] = os.pathsep.join(
+        filter(None, [str(PACKAGE_ROOT), str(PACKAGE_ROOT.parent / "calls"), env.get("PYTHONPATH")])
+    )
     env.update(values)
     return env

@@ -3,7 +3,8 @@
 
 A token request goes through, in order: the per-address rate limit, authentication
 (`auth`), the body, the per-identity rate limit, the concurrent-session cap
-(`sessions`), then minting (`tokens`). Each step refuses with its own JSON error.
+(`sessions`), admission (`admission`: is there an agent for one more call?), then minting
+(`tokens`). Each step refuses with its own JSON error.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ import structlog
 from flask import Blueprint, Flask, Request, Response, current_app, jsonify, request
 from pydantic import ValidationError
 
+from .admission import AdmissionControl
 from .auth import IDENTITY_HEADER, Authenticator
 from .errors import ApiError
 from .metrics import get_metrics
@@ -39,14 +41,23 @@ bp = Blueprint("api", __name__, url_prefix="/api")
 _SETTINGS = "token_server.settings"
 _AUTH = "token_server.auth"
 _STORE = "token_server.sessions"
+_ADMISSION = "token_server.admission"
 _HOST = re.compile(r"^(?:[A-Za-z0-9.-]+|\[[0-9A-Fa-f:.]+\])(?::[0-9]{1,5})?$")
 
 
-def init_app(app: Flask, settings: Settings, authenticator: Authenticator, store: SessionStore) -> None:
-    """Attach `settings`, the authenticator and the session store; register the blueprint."""
+def init_app(
+    app: Flask,
+    settings: Settings,
+    authenticator: Authenticator,
+    store: SessionStore,
+    admission: AdmissionControl | None = None,
+) -> None:
+    """Attach `settings`, the authenticator, the session store and admission control (None:
+    every call is admitted); register the blueprint."""
     app.extensions[_SETTINGS] = settings
     app.extensions[_AUTH] = authenticator
     app.extensions[_STORE] = store
+    app.extensions[_ADMISSION] = admission
     app.config["MAX_CONTENT_LENGTH"] = settings.token_max_request_bytes
     app.register_blueprint(bp)
 
@@ -178,6 +189,12 @@ def issue_token() -> tuple[Response, int]:
             f"retry in {reservation.retry_after_s} s",
             {"Retry-After": str(reservation.retry_after_s)},
         )
+    admission: AdmissionControl | None = current_app.extensions[_ADMISSION]
+    if admission is not None:
+        verdict = admission.admit(room_name)
+        if not verdict.admitted:
+            store.left(identity, room_name)  # the room will never exist: free the identity's slot
+            raise admission.refusal(verdict)
     issued = mint_token(settings, token_request, identity=identity, room_name=room_name)
 
     metrics = get_metrics(current_app)

@@ -177,6 +177,18 @@ class Settings(BaseSettings):
     token_session_max_seconds: int = Field(
         default=3600, ge=60, le=86400, validation_alias="TOKEN_SESSION_MAX_SECONDS"
     )
+    #: Admission control (`admission`): refuse calls with ``503 at_capacity`` when the agent
+    #: workers (which publish their capacity in the same Redis) have no room for another.
+    #: Needs `REDIS_URL`; off, every call gets a room even if no agent will come.
+    token_admission_control: bool = Field(default=True, validation_alias="TOKEN_ADMISSION_CONTROL")
+    #: How long an admitted call holds its place while the caller joins and the agent starts.
+    token_join_window_seconds: int = Field(
+        default=30, ge=5, le=600, validation_alias="TOKEN_JOIN_WINDOW_SECONDS"
+    )
+    #: ``Retry-After`` of an ``at_capacity`` refusal: when the page tries again by itself.
+    token_busy_retry_after_seconds: int = Field(
+        default=5, ge=1, le=300, validation_alias="TOKEN_BUSY_RETRY_AFTER_SECONDS"
+    )
     #: Reverse proxies in front of this server whose ``X-Forwarded-For`` is trusted for the
     #: client address (1: the native front door, Caddy). 0 when clients connect directly.
     token_trusted_proxy_hops: int = Field(default=1, ge=0, le=5, validation_alias="TOKEN_TRUSTED_PROXY_HOPS")

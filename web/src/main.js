@@ -147,6 +147,10 @@ window.__voiceClient = Object.freeze({
   get notice() {
     return session.notice;
   },
+  /** while every line is busy: when the page asks again (epoch ms); 0 otherwise */
+  get busyUntil() {
+    return session.busyUntil;
+  },
   /** microphone: off, pending, on, muted, unavailable */
   get mic() {
     return session.micStatus;

@@ -77,6 +77,8 @@ export class VoiceSession extends EventTarget {
     this.roomName = '';
     this.identity = '';
     this.lastDisconnect = null;
+    /** while every line is busy: when the next token request goes out (epoch ms), else 0 */
+    this.busyUntil = 0;
 
     this.latency = new LatencyTracker({
       userThreshold: USER_SPEECH_THRESHOLD,
@@ -128,16 +130,22 @@ export class VoiceSession extends EventTarget {
     this.abort = abort;
 
     let details;
-    try {
-      details = await fetchToken({
-        endpoint: this.options.tokenEndpoint,
-        participantName,
-        timeoutMs: TOKEN_TIMEOUT_MS,
-        signal: abort.signal,
-      });
-    } catch (error) {
-      this.#endAttempt(abort, error);
-      return false;
+    for (;;) {
+      try {
+        details = await fetchToken({
+          endpoint: this.options.tokenEndpoint,
+          participantName,
+          timeoutMs: TOKEN_TIMEOUT_MS,
+          signal: abort.signal,
+        });
+        break;
+      } catch (error) {
+        // All lines busy: no room was made. Count down and ask again, until a line frees or
+        // the caller cancels (a queue, as on the phone).
+        if (error?.code === 'lines-busy' && (await this.#waitForALine(error.retryAfterS, abort.signal))) continue;
+        this.#endAttempt(abort, error);
+        return false;
+      }
     }
     if (abort.signal.aborted) return this.#endAttempt(abort, null), false;
 
@@ -311,6 +319,7 @@ export class VoiceSession extends EventTarget {
   // --- internals -----------------------------------------------------------
 
   #resetForSession() {
+    this.busyUntil = 0;
     this.error = null;
     this.micError = null;
     this.notice = '';
@@ -539,6 +548,37 @@ export class VoiceSession extends EventTarget {
     } catch {
       return null;
     }
+  }
+
+  /**
+   * Shows "All lines are busy" with a countdown for `seconds`.
+   * @returns {Promise<boolean>} true when the wait ran out (ask again), false when cancelled
+   */
+  #waitForALine(seconds, signal) {
+    if (signal.aborted) return Promise.resolve(false);
+    this.busyUntil = Date.now() + seconds * 1000;
+    return new Promise((resolve) => {
+      const show = () => {
+        const left = Math.max(0, Math.ceil((this.busyUntil - Date.now()) / 1000));
+        this.notice = `All lines are busy. Trying again in ${left} s\u2026`;
+        this.#changed('busy');
+        return left;
+      };
+      const finish = (again) => {
+        clearInterval(timer);
+        signal.removeEventListener('abort', cancelled);
+        this.busyUntil = 0;
+        this.notice = again ? 'Trying again\u2026' : '';
+        this.#changed('busy');
+        resolve(again);
+      };
+      const cancelled = () => finish(false);
+      const timer = setInterval(() => {
+        if (show() === 0) finish(true);
+      }, 250);
+      signal.addEventListener('abort', cancelled, { once: true });
+      show();
+    });
   }
 
   #setState(state) {

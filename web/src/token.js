@@ -3,7 +3,8 @@
  *
  * Request: `{"participant_name": "..."}` (standard LiveKit token-endpoint shape).
  * Answer: `201 {"server_url", "participant_token", "room_name", "participant_identity"}`,
- * or an error status with `{"error": {"code", "message"}}`.
+ * or an error status with `{"error": {"code", "message"}}`. `503` with code `at_capacity`
+ * and `Retry-After` (seconds) means every line is busy: ask again after that long.
  */
 import { AppError } from './errors.js';
 
@@ -25,7 +26,8 @@ import { AppError } from './errors.js';
  * @param {typeof fetch} [options.fetchImpl] for tests
  * @param {{href: string}} [options.location] page location, to resolve relative URLs
  * @returns {Promise<Connection>}
- * @throws {AppError} with code server-unreachable, token-refused, token-server-error or token-invalid
+ * @throws {AppError} with code server-unreachable, lines-busy (with `retryAfterS`), token-refused,
+ *   token-server-error or token-invalid
  */
 export async function fetchToken({
   endpoint,
@@ -63,7 +65,7 @@ export async function fetchToken({
   }
 
   const payload = await readJson(response);
-  if (!response.ok) throw tokenHttpError(response.status, payload);
+  if (!response.ok) throw tokenHttpError(response.status, payload, response.headers?.get?.('Retry-After'));
 
   const serverUrl = payload?.server_url;
   const token = payload?.participant_token;
@@ -87,13 +89,23 @@ export async function fetchToken({
  * Turns an HTTP error answer into an AppError, showing the server's own message.
  * @param {number} status HTTP status
  * @param {any} payload parsed JSON body, or null
+ * @param {string|null} [retryAfter] the Retry-After header (seconds)
  * @returns {AppError}
  */
-export function tokenHttpError(status, payload) {
+export function tokenHttpError(status, payload, retryAfter = null) {
   const serverMessage = typeof payload?.error?.message === 'string' ? payload.error.message.trim() : '';
   const serverCode = typeof payload?.error?.code === 'string' ? payload.error.code : '';
   let error;
-  if (!serverMessage && [502, 503, 504].includes(status)) {
+  if (status === 503 && serverCode === 'at_capacity') {
+    // Every agent is busy (or none is running): no room was made; try again later.
+    error = new AppError(
+      'lines-busy',
+      'All lines are busy',
+      'Every line is taken right now.',
+      'You will be connected as soon as one is free.',
+    );
+    error.retryAfterS = retryAfterSeconds(retryAfter);
+  } else if (!serverMessage && [502, 503, 504].includes(status)) {
     // The front door answered, but nothing behind it did.
     error = new AppError(
       'server-unreachable',
@@ -127,6 +139,12 @@ export function tokenHttpError(status, payload) {
   error.status = status;
   error.serverCode = serverCode;
   return error;
+}
+
+/** Seconds to wait from a Retry-After header (seconds form), within 1..300; 5 when absent. */
+export function retryAfterSeconds(value) {
+  const seconds = Number.parseInt(String(value ?? ''), 10);
+  return Number.isFinite(seconds) ? Math.min(300, Math.max(1, seconds)) : 5;
 }
 
 /**

@@ -7,6 +7,7 @@
 const AGENT_STATE_TEXT = {
   disconnected: ['Not connected', 'Press Connect to start a conversation.'],
   connecting: ['Connecting\u2026', 'Setting up the call.'],
+  busy: ['All lines are busy', 'You will be connected as soon as a line is free.'],
   waiting: ['Waiting for the agent\u2026', 'The agent is joining the call.'],
   initializing: ['Agent is starting\u2026', 'Almost ready.'],
   idle: ['Ready', 'Speak whenever you like.'],
@@ -61,10 +62,10 @@ export function render(els, session) {
   document.body.dataset.connection = state;
 
   // Agent state label.
-  const shownState = agentState === 'connecting' && state === 'connected' ? 'waiting' : agentState;
+  const shownState = session.busyUntil ? 'busy' : agentState === 'connecting' && state === 'connected' ? 'waiting' : agentState;
   const [label, hint] = AGENT_STATE_TEXT[shownState] ?? [agentState, ''];
   setText(els.agentState, label);
-  els.agentState.dataset.state = agentState;
+  els.agentState.dataset.state = session.busyUntil ? 'busy' : agentState;
   els.visualizer.dataset.state = agentState;
   // While reconnecting, the agent's last state is stale: say what is going on instead.
   setText(els.stateHint, state === 'reconnecting' ? 'Waiting for the connection to come back\u2026' : hint);

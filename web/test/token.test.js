@@ -74,3 +74,20 @@ test('server URLs are made absolute websocket URLs', () => {
   assert.equal(resolveServerUrl('/', { href: 'http://box.local:8080/x' }), 'ws://box.local:8080/');
   assert.equal(resolveServerUrl('ws://box.local', { href: 'https://box.local/' }), 'wss://box.local/');
 });
+
+test('503 at_capacity means every line is busy, with when to ask again', async () => {
+  const fetchImpl = async () =>
+    new Response(JSON.stringify({ error: { code: 'at_capacity', message: 'all 8 lines are busy; retry in 5 s' } }), {
+      status: 503,
+      headers: { 'Content-Type': 'application/json', 'Retry-After': '7' },
+    });
+  await assert.rejects(fetchToken({ endpoint: '/api/token', fetchImpl, location }), (error) => {
+    assert.equal(error.code, 'lines-busy');
+    assert.equal(error.title, 'All lines are busy');
+    assert.equal(error.retryAfterS, 7);
+    assert.equal(error.serverCode, 'at_capacity');
+    return true;
+  });
+  assert.equal(tokenHttpError(503, { error: { code: 'at_capacity', message: 'x' } }).retryAfterS, 5);
+  assert.equal(tokenHttpError(503, { error: { code: 'at_capacity', message: 'x' } }, '100000').retryAfterS, 300);
+});

@@ -1,0 +1,10 @@
+"""What the appliance's services share about calls, in one place.
+
+The agent worker writes and the token server reads the same Redis keys; their names,
+formats and the scripts that read them atomically live here, not in each service. Both
+images copy this package next to their own (docker/services.Dockerfile); the native run and
+the tests put this folder on PYTHONPATH.
+
+* `admission`: how many calls the agent workers can take, and the calls promised to callers
+  who have a token but no agent yet (the token server's `503 at_capacity`).
+"""
