@@ -131,8 +131,9 @@ def room_io_options(
     `model_input_chunk_ms` (the plugin's resampler, which releases its output late, is then
     skipped), without automatic gain control (the caller's browser applies its own, and the
     model takes speech at any level). Out: the model's 24 kHz published as it comes, with DTX
-    off, so the caller's jitter buffer does not hold back the first packets after a silence,
-    and RED, so one lost packet is covered by the next. Transcript pacing: `transcript_sync`.
+    off, so the caller's jitter buffer does not hold back the first packets after a silence
+    (RED stays the SDK's default: asking for it made Chromium play nothing of the agent's
+    track, as tests/e2e/test_web.py shows). Transcript pacing: `transcript_sync`.
     """
     return (
         room_io.AudioInputOptions(
@@ -143,7 +144,7 @@ def room_io_options(
         room_io.AudioOutputOptions(
             sample_rate=OUTPUT_AUDIO_SAMPLE_RATE,
             track_publish_options=rtc.TrackPublishOptions(
-                source=rtc.TrackSource.SOURCE_MICROPHONE, dtx=False, red=True
+                source=rtc.TrackSource.SOURCE_MICROPHONE, dtx=False
             ),
         ),
         room_io.TextOutputOptions(sync_transcription=settings.transcript_sync),

@@ -203,7 +203,9 @@ def test_speech_in_both_sides_in_the_transcript_and_agent_audio_heard(
     )
     states = agent_states(page)
     assert states[0] == "connecting", states
-    expected = ["connecting", "initializing", "speaking", "listening", "thinking", "speaking", "listening"]
+    # The agent joins starting up, or already listening (its session starts while it joins).
+    assert states[1] in ("initializing", "listening"), states
+    expected = ["connecting", "speaking", "listening", "thinking", "speaking", "listening"]
     assert is_subsequence(expected, states), states
     expect(page.get_by_test_id("agent-state")).to_have_text("Listening")
 
