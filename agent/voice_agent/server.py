@@ -151,8 +151,14 @@ class DispatchInfo:
         return cls(data.get("participant_identity") or None, data.get("participant_name") or None)
 
 
-async def _tell_caller(ctx: JobContext, text: str) -> None:
-    """Show a line in the caller's transcript (when the model cannot speak it)."""
+async def _tell_caller(ctx: JobContext, text: str, caller_here: asyncio.Event | None = None) -> None:
+    """Show a line in the caller's transcript (when the model cannot speak it).
+
+    A text stream reaches only the participants in the room when it is sent, and the model
+    connects while the caller may still be joining: with `caller_here`, wait for it first.
+    """
+    if caller_here is not None:
+        await caller_here.wait()
     await ctx.room.local_participant.send_text(
         text, topic="lk.transcription", attributes={"lk.transcription_final": "true"}
     )
@@ -200,8 +206,9 @@ async def entrypoint(ctx: JobContext) -> None:
     model = build_realtime_model(settings)
     # Gemini Live does turn detection and barge-in server-side: no local VAD or STT.
     session = AgentSession(llm=model)
+    caller_here = asyncio.Event()
     link = CallLink(
-        tell=lambda text: _tell_caller(ctx, text),
+        tell=lambda text: _tell_caller(ctx, text, caller_here),
         play_filler=lambda: _play_filler(session),
         filler_after_s=settings.filler_after_s,
         on_event=(lambda name, fields: call.event("lifecycle", {"event": name, **fields})) if call else None,
@@ -252,6 +259,7 @@ async def entrypoint(ctx: JobContext) -> None:
         ctx.shutdown(reason="no participant joined")
         return
     ctx.log_context_fields = {"room": ctx.room.name, "participant": participant.identity}
+    caller_here.set()
     if call is not None:
         call.set_participant(participant.identity, participant.name or dispatch.participant_name)
     _watch_caller(ctx, call, participant.identity, left=phone.left_reason if phone else lambda: "caller left")
