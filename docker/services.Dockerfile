@@ -69,12 +69,13 @@ USER appliance
 
 # Token server: LiveKit's standard token endpoint under gunicorn (as the Procfile runs it).
 FROM runtime AS token-server
+COPY token-server/gunicorn.conf.py /app/gunicorn.conf.py
 ENV TOKEN_SERVER_HOST=0.0.0.0 \
     TOKEN_SERVER_PORT=8090
 EXPOSE 8090
 HEALTHCHECK --interval=5s --timeout=3s --start-period=30s --retries=3 \
   CMD appliance-healthcheck "http://127.0.0.1:${TOKEN_SERVER_PORT}/healthz"
-CMD ["sh", "-c", "exec gunicorn --bind \"$TOKEN_SERVER_HOST:$TOKEN_SERVER_PORT\" --workers 1 --threads 8 --no-control-socket --access-logfile - 'token_server:create_app()'"]
+CMD ["sh", "-c", "exec gunicorn -c /app/gunicorn.conf.py --bind \"$TOKEN_SERVER_HOST:$TOKEN_SERVER_PORT\" 'token_server:create_app()'"]
 
 # Agent worker: healthy once LiveKit has accepted its registration (AGENT_READY_FILE), not
 # merely when its health port answers; the ready file names the port the worker bound

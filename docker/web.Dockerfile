@@ -20,7 +20,7 @@ RUN npm run -s build && test -f dist/index.html
 RUN mkdir -p /caddy-dirs/data/caddy /caddy-dirs/config/caddy
 
 FROM ${CADDY_IMAGE}
-COPY docker/Caddyfile /etc/caddy/Caddyfile
+COPY docker/Caddyfile docker/front-door.caddy /etc/caddy/
 COPY --from=build /web/dist /srv
 COPY --from=build --chown=10001:10001 /caddy-dirs/data /data
 COPY --from=build --chown=10001:10001 /caddy-dirs/config /config

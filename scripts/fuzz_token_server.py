@@ -133,8 +133,8 @@ def token_server(env_overrides: dict[str, str], log_path: Path) -> Iterator[str]
     })
     with open(log_path, "ab") as log:
         process = subprocess.Popen(
-            [sys.executable, "-m", "gunicorn", "--bind", f"127.0.0.1:{port}", "--workers", "1",
-             "--threads", "8", "--no-control-socket", "token_server:create_app()"],
+            [sys.executable, "-m", "gunicorn", "-c", "token-server/gunicorn.conf.py", "--bind", f"127.0.0.1:{port}",
+             "token_server:create_app()"],
             env=env, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT,
         )
     base = f"http://127.0.0.1:{port}"

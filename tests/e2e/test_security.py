@@ -365,12 +365,14 @@ def test_webhooks_need_livekits_signature(native_stack: ProcessStack) -> None:
                        "room": {"name": "room-victim"}, "participant": {"identity": "victim"}}).encode()
     forged = api.AccessToken(env["LIVEKIT_API_KEY"], "not-the-secret-" + secrets.token_urlsafe(24)) \
         .with_sha256(base64.b64encode(hashlib.sha256(body).digest()).decode()).to_jwt()
-    for base in (f"http://127.0.0.1:{env['TOKEN_SERVER_PORT']}", native_stack.web_url):
-        for headers in ({}, {"Authorization": forged}, {"Authorization": "Bearer nonsense"}):
-            response = conforms(http("POST", f"{base}/api/livekit/webhook", data=body, headers=headers,
-                                     timeout=10), "/api/livekit/webhook")
-            assert response.status_code == 401
-            assert response.json()["error"]["code"] == "invalid_signature"
+    for headers in ({}, {"Authorization": forged}, {"Authorization": "Bearer nonsense"}):
+        response = conforms(http("POST", f"http://127.0.0.1:{env['TOKEN_SERVER_PORT']}/api/livekit/webhook",
+                                 data=body, headers=headers, timeout=10), "/api/livekit/webhook")
+        assert response.status_code == 401
+        assert response.json()["error"]["code"] == "invalid_signature"
+    # The front door does not pass them on at all (livekit-server posts on loopback).
+    assert http("POST", f"{native_stack.web_url}/api/livekit/webhook", data=body,
+                headers={"Authorization": forged}).status_code == 404
     assert events_for(native_stack, "room-victim") == []
 
 

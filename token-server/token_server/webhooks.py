@@ -2,8 +2,11 @@
 recorded.
 
 livekit-server signs each delivery with the API key and secret: the ``Authorization``
-header is a JWT whose ``sha256`` claim is the body's hash. livekit-api's
-`WebhookReceiver` checks both; anything else is 401 ``invalid_signature``.
+header is a JWT whose ``sha256`` claim is the body's hash. The JWT is verified before the
+body is read, so a client without the secret cannot hold a worker by sending a body
+slowly; then livekit-api's `WebhookReceiver` checks both. Anything else is 401
+``invalid_signature``. livekit-server posts on loopback: the front door does not serve
+``/api/livekit/*``.
 
 Recorded (in the session store's event log, see `sessions`): ``room_started``,
 ``room_finished``, ``participant_joined``, ``participant_left``, each with the room,
@@ -37,21 +40,34 @@ class WebhookHandler:
     """Verifies deliveries and applies them to `store`."""
 
     def __init__(self, settings: Settings, store: SessionStore) -> None:
-        verifier = api.TokenVerifier(settings.livekit_api_key, settings.livekit_api_secret.get_secret_value())
-        self._receiver = api.WebhookReceiver(verifier)
+        self._verifier = api.TokenVerifier(settings.livekit_api_key, settings.livekit_api_secret.get_secret_value())
+        self._receiver = api.WebhookReceiver(self._verifier)
         self._store = store
         self._live_s = settings.token_session_max_seconds
 
-    def receive(self, body: bytes, authorization: str) -> api.WebhookEvent:
-        """Verify and parse one delivery.
+    def check_signature(self, authorization: str) -> str:
+        """The delivery's JWT (the ``Authorization`` header) once its signature verifies,
+        without looking at the body.
 
         Raises:
-            ApiError: 401 ``invalid_signature`` (missing, forged, expired or for another
-                body); 400 ``invalid_body`` for a signed body that is not an event.
+            ApiError: 401 ``invalid_signature`` (missing, forged or expired).
         """
         token = authorization.removeprefix("Bearer ").strip()
         if not token:
             raise ApiError(401, "invalid_signature", "webhook signature (Authorization) is missing")
+        try:
+            self._verifier.verify(token)
+        except Exception:  # noqa: BLE001 - PyJWT's errors, or livekit-api's bare Exceptions
+            raise ApiError(401, "invalid_signature", "webhook signature does not verify") from None
+        return token
+
+    def receive(self, body: bytes, token: str) -> api.WebhookEvent:
+        """Verify and parse one delivery whose `token` passed `check_signature`.
+
+        Raises:
+            ApiError: 401 ``invalid_signature`` (signed for another body);
+                400 ``invalid_body`` for a signed body that is not an event.
+        """
         try:
             text = body.decode("utf-8")
         except UnicodeDecodeError:
@@ -91,7 +107,8 @@ def livekit_webhook() -> tuple[str, int]:
     """204 once a signed event is recorded."""
     request.max_content_length = WEBHOOK_MAX_BYTES
     handler: WebhookHandler = current_app.extensions[_EXTENSION]
-    event = handler.receive(request.get_data(cache=False), request.headers.get("Authorization", ""))
+    token = handler.check_signature(request.headers.get("Authorization", ""))
+    event = handler.receive(request.get_data(cache=False), token)
     handler.apply(event)
     metrics = get_metrics(current_app)
     if metrics is not None:
