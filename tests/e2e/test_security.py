@@ -280,6 +280,27 @@ async def test_livekit_refuses_everything_the_token_does_not_grant(native_stack:
         await lkapi.aclose()
 
 
+# --- open mode ------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("hops", ["0", "1", "2"])
+def test_open_mode_serves_only_a_chain_of_loopback_addresses_whatever_the_proxy_hops(
+    native_stack: ProcessStack, hops: str
+) -> None:
+    """A TOKEN_TRUSTED_PROXY_HOPS that does not match the real proxies must not open the door."""
+    with token_server(native_stack, f"open-hops-{hops}", TOKEN_TRUSTED_PROXY_HOPS=hops) as base:
+        url = f"{base}/api/token"
+        for forwarded in ({"X-Forwarded-For": "203.0.113.7"}, {"X-Forwarded-For": "203.0.113.7, 127.0.0.1"},
+                          {"X-Forwarded-For": "127.0.0.1, 127.0.0.1, 203.0.113.7"},
+                          {"Forwarded": "for=203.0.113.7;proto=https"}, {"X-Real-IP": "203.0.113.7"},
+                          {"X-Forwarded-For": "not-an-address"}):
+            refused = conforms(http("POST", url, json={}, headers=forwarded), "/api/token")
+            assert refused.status_code == 403, (forwarded, refused.text)
+            assert refused.json()["error"]["code"] == "open_mode_local_only"
+        for local in ({}, {"X-Forwarded-For": "127.0.0.1"}, {"X-Forwarded-For": "::1, 127.0.0.1"}):
+            assert conforms(http("POST", url, json={}, headers=local), "/api/token").status_code == 201, local
+
+
 # --- limits ---------------------------------------------------------------------------------
 
 

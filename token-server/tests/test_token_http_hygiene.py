@@ -92,7 +92,8 @@ def test_open_mode_only_serves_loopback_connections(client: FlaskClient, local: 
 
 @pytest.mark.parametrize(
     ("forwarded", "status"),
-    [("127.0.0.1", 201), ("::1", 201), ("192.168.1.30", 403), ("203.0.113.5", 403)],
+    [("127.0.0.1", 201), ("::1", 201), ("::1, 127.0.0.1", 201), ("192.168.1.30", 403), ("203.0.113.5", 403),
+     ("203.0.113.5, 127.0.0.1", 403), ("127.0.0.1, 203.0.113.5, 127.0.0.1", 403), ("unknown", 403)],
 )
 def test_open_mode_only_serves_clients_on_this_machine(client: FlaskClient, forwarded: str, status: int) -> None:
     """Through the front door (Caddy listens on every interface) the client is the forwarded hop."""

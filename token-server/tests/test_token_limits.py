@@ -81,9 +81,12 @@ def test_addresses_behind_the_front_door_are_told_apart() -> None:
 
 
 def test_without_a_proxy_forwarded_for_is_ignored() -> None:
-    client = create_app(make_settings(token_rate_limit_per_address="2/minute", token_trusted_proxy_hops=0)).test_client()
-    statuses = [client.post("/api/token", json={}, headers={"X-Forwarded-For": f"10.0.0.{n}"}).status_code
-                for n in range(3)]
+    # shared-key mode: open mode refuses any forwarded address that is not loopback.
+    client = create_app(make_settings(token_rate_limit_per_address="2/minute", token_trusted_proxy_hops=0,
+                                      token_auth_mode="shared-key", token_shared_keys=SHARED_KEY)).test_client()
+    statuses = [client.post("/api/token", json={}, headers={"X-Forwarded-For": f"10.0.0.{n}", "Authorization":
+                                                            f"Bearer {SHARED_KEY}", "X-Participant-Identity": f"u{n}"}
+                            ).status_code for n in range(3)]
     assert statuses == [201, 201, 429]
 
 

@@ -13,16 +13,20 @@ headers, the CORS allow-list, and open mode's refusal to serve other machines.
 * Open mode serves this machine only. `Settings` refuses a non-loopback
   `TOKEN_SERVER_HOST`; on top of that, a request is refused with 403
   ``open_mode_local_only`` when it reached this process on a non-loopback local address
-  (gunicorn bound wider than the setting says) or when its client address (through the
-  front door: the ``X-Forwarded-For`` hop Caddy set) is not loopback, since Caddy itself
-  listens on every interface. `TOKEN_ALLOW_OPEN_PUBLIC=true` lifts both.
+  (gunicorn bound wider than the setting says) or when any address in its chain is not
+  loopback: the socket's peer and every address the forwarding headers name
+  (``X-Forwarded-For``, ``Forwarded``, ``X-Real-IP``), whatever `TOKEN_TRUSTED_PROXY_HOPS`
+  says, since Caddy itself listens on every interface and a hop count that does not
+  match the real proxies would otherwise trust the wrong one. `TOKEN_ALLOW_OPEN_PUBLIC=true`
+  lifts both.
 """
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
-from flask import Flask, Response, request
+from flask import Flask, Request, Response, request
 from werkzeug.middleware.proxy_fix import ProxyFix
 
 from .errors import ApiError
@@ -60,6 +64,32 @@ def local_address(environ: dict[str, Any]) -> str | None:
     return None  # a unix socket: local by nature
 
 
+_FORWARDED_FOR = re.compile(r'(?i)(?:^|[;,\s])for=("[^"]*"|[^;,\s]*)')
+
+
+def _address(value: str) -> str:
+    """``"[2001:db8::1]:4711"`` -> ``2001:db8::1``; ``"192.0.2.1"`` stays (a ``Forwarded``
+    node); anything else comes back unchanged and is not loopback."""
+    value = value.strip().strip('"')
+    if value.startswith("["):
+        return value[1:].split("]", 1)[0]
+    if value.count(":") == 1:  # IPv4 with a port
+        return value.split(":", 1)[0]
+    return value
+
+
+def client_chain(req: Request) -> list[str]:
+    """Every address `req` says it came from: the socket's peer (as gunicorn saw it, before
+    `ProxyFix`), then each ``X-Forwarded-For`` hop, each ``Forwarded: for=`` node and
+    ``X-Real-IP``. Unparsable entries are kept as they are (so they are not loopback)."""
+    original = req.environ.get("werkzeug.proxy_fix.orig", {}).get("REMOTE_ADDR", req.environ.get("REMOTE_ADDR"))
+    chain = [original] if original else []
+    chain += [hop for hop in req.headers.get("X-Forwarded-For", "").split(",") if hop.strip()]
+    chain += _FORWARDED_FOR.findall(req.headers.get("Forwarded", ""))
+    chain += [req.headers["X-Real-IP"]] if "X-Real-IP" in req.headers else []
+    return [_address(hop) for hop in chain]
+
+
 def init_app(app: Flask, settings: Settings) -> None:
     """Install the proxy fix, header and CORS hooks, and the open-mode guard on `app`."""
     if settings.token_trusted_proxy_hops:
@@ -74,9 +104,8 @@ def init_app(app: Flask, settings: Settings) -> None:
         @app.before_request
         def _open_mode_local_only() -> None:
             local = local_address(request.environ)
-            client = request.remote_addr
-            if (local is not None and not is_loopback_host(local.split("%")[0])) or (
-                client is not None and not is_loopback_host(client)
+            if (local is not None and not is_loopback_host(local.split("%")[0])) or not all(
+                is_loopback_host(hop) for hop in client_chain(request)
             ):
                 raise ApiError(
                     403,
