@@ -15,7 +15,9 @@ from pathlib import Path
 
 import pytest
 
-from tokenserver_testing import API_SECRET, subprocess_env
+from tokenserver_testing import API_SECRET, SHARED_KEY, subprocess_env
+
+RECORDS_KEY = "records-key-9876543210zyxwvutsrqponmlkjihgfedcba"
 
 GOOD_ENV = {"LIVEKIT_API_KEY": "APIkey", "LIVEKIT_API_SECRET": API_SECRET, "AGENT_NAME": "agent-x"}
 
@@ -28,6 +30,14 @@ BAD_ENVS = [
     pytest.param({**GOOD_ENV, "TOKEN_AUTH_MODE": "shared-key", "TOKEN_SHARED_KEYS": "short-secret-xyz"},
                  "at least 32 characters", id="short-shared-key"),
     pytest.param({**GOOD_ENV, "TOKEN_AUTH_MODE": "oidc"}, "needs OIDC_ISSUER and OIDC_AUDIENCE", id="oidc-incomplete"),
+    pytest.param({**GOOD_ENV, "TOKEN_AUTH_MODE": "shared-key", "TOKEN_SHARED_KEYS": "a" * 40},
+                 "TOKEN_SHARED_KEYS: every key must be random", id="one-letter-shared-key"),
+    pytest.param({**GOOD_ENV, "RECORDS_API_KEYS": "ab" * 20}, "RECORDS_API_KEYS: every key must be random",
+                 id="two-letter-records-key"),
+    pytest.param({**GOOD_ENV, "LIVEKIT_API_SECRET": "x" * 48}, "LIVEKIT_API_SECRET must be random", id="one-letter-secret"),
+    pytest.param({**GOOD_ENV, "TOKEN_AUTH_MODE": "shared-key", "TOKEN_SHARED_KEYS": SHARED_KEY,
+                  "RECORDS_API_KEYS": f"{RECORDS_KEY},{SHARED_KEY}"},
+                 "a key in both TOKEN_SHARED_KEYS and RECORDS_API_KEYS", id="shared-key-reads-records"),
 ]
 
 
@@ -43,7 +53,8 @@ def test_create_app_refuses_bad_environment(tmp_path: Path, env: dict[str, str],
     assert lines[0].startswith("token-server: configuration refused: ")
     assert words in lines[0]
     assert "Traceback" not in result.stderr
-    assert "short-secret-xyz" not in result.stderr
+    for value in ("short-secret-xyz", SHARED_KEY, "a" * 40, "ab" * 20, "x" * 48):
+        assert value not in result.stderr
 
 
 def gunicorn(tmp_path: Path, env: dict[str, str]) -> subprocess.Popen[str]:

@@ -7,8 +7,10 @@ Variable names carry no prefix: they are the stack's shared environment (the sam
 from __future__ import annotations
 
 import ipaddress
+import math
 import re
 import sys
+from collections import Counter
 from typing import Literal
 from urllib.parse import urlsplit
 
@@ -37,6 +39,22 @@ ASYMMETRIC_ALGORITHMS = frozenset(
 )
 #: Shortest accepted shared API key (same bar as the LiveKit secret).
 MIN_SHARED_KEY_LENGTH = 32
+#: Least entropy a secret or key must show, estimated from its characters' frequencies
+#: (bits): 32 random hex digits show about 90 or more, `openssl rand -base64 36` about 230;
+#: one letter repeated shows 0, two alternating 1 bit per character.
+MIN_KEY_ENTROPY_BITS = 80
+
+
+def estimated_entropy_bits(secret: str) -> float:
+    """Shannon entropy of `secret`'s character frequencies times its length (bits): an
+    upper bound on what a random-looking value holds, and near 0 for a repeated letter."""
+    counts = Counter(secret)
+    total = len(secret)
+    return -total * sum(n / total * math.log2(n / total) for n in counts.values()) if total else 0.0
+
+
+def _weak(secret: str) -> bool:
+    return estimated_entropy_bits(secret) < MIN_KEY_ENTROPY_BITS
 
 
 def split_list(value: str) -> list[str]:
@@ -237,6 +255,8 @@ class Settings(BaseSettings):
             raise ValueError("is LiveKit's dev default; generate a real one (e.g. `openssl rand -base64 36`)")
         if len(secret) < MIN_SECRET_LENGTH:
             raise ValueError(f"must be at least {MIN_SECRET_LENGTH} characters long")
+        if _weak(secret):
+            raise ValueError("must be random (e.g. `openssl rand -base64 36`), not a repeated pattern")
         return value
 
     @field_validator("livekit_public_url")
@@ -304,8 +324,15 @@ class Settings(BaseSettings):
         keys = self.records_keys
         if any(len(key) < MIN_SHARED_KEY_LENGTH for key in keys):
             raise ValueError(f"RECORDS_API_KEYS: every key must be at least {MIN_SHARED_KEY_LENGTH} characters long")
+        if any(_weak(key) for key in keys):
+            raise ValueError("RECORDS_API_KEYS: every key must be random (e.g. `openssl rand -base64 36`)")
         if self.livekit_api_secret.get_secret_value() in keys:
             raise ValueError("RECORDS_API_KEYS must not contain LIVEKIT_API_SECRET")
+        if set(keys) & set(self.shared_keys):
+            raise ValueError(
+                "a key in both TOKEN_SHARED_KEYS and RECORDS_API_KEYS would let a backend that asks "
+                "for tokens read every call's transcript: give operators keys of their own"
+            )
         return self
 
     @model_validator(mode="after")
@@ -325,6 +352,8 @@ class Settings(BaseSettings):
                 raise ValueError("TOKEN_AUTH_MODE=shared-key needs TOKEN_SHARED_KEYS")
             if any(len(key) < MIN_SHARED_KEY_LENGTH for key in keys):
                 raise ValueError(f"TOKEN_SHARED_KEYS: every key must be at least {MIN_SHARED_KEY_LENGTH} characters long")
+            if any(_weak(key) for key in keys):
+                raise ValueError("TOKEN_SHARED_KEYS: every key must be random (e.g. `openssl rand -base64 36`)")
             if self.livekit_api_secret.get_secret_value() in keys:
                 raise ValueError("TOKEN_SHARED_KEYS must not contain LIVEKIT_API_SECRET")
         else:
