@@ -26,6 +26,9 @@ ATTRIBUTE_KEY_MAX_LENGTH = 64
 ATTRIBUTE_VALUE_MAX_LENGTH = 256
 #: Fields of LiveKit's standard request that only the server may choose.
 SERVER_CHOSEN_FIELDS = ("room_name", "room_config")
+#: Punctuation a display name may hold besides letters, combining marks, digits and spaces.
+#: The name reaches the model (the greeting): nothing that reads as syntax or a rule.
+NAME_PUNCTUATION = ".,'\u2019-()+"
 
 
 @dataclass(frozen=True)
@@ -62,6 +65,23 @@ def _has_control_characters(text: str) -> bool:
     return any(unicodedata.category(ch) in {"Cc", "Zl", "Zp"} for ch in text)
 
 
+def clean_display_name(value: str) -> str:
+    """`value` without format characters (Unicode Cf: bidi overrides, zero-width spaces and
+    joiners), NFC-normalised, with runs of spaces made one and the ends trimmed."""
+    kept = "".join(ch for ch in unicodedata.normalize("NFC", value) if unicodedata.category(ch) != "Cf")
+    return " ".join(kept.split())
+
+
+def display_name_problem(value: str) -> str | None:
+    """Why a cleaned display name (`clean_display_name`) is not acceptable, or None."""
+    if not value:
+        return "must not be blank"
+    if any(not (unicodedata.category(ch)[0] in "LMZ" or unicodedata.category(ch) == "Nd" or ch in NAME_PUNCTUATION)
+           for ch in value):
+        return f"may contain only letters, digits, spaces and {' '.join(NAME_PUNCTUATION)}"
+    return None
+
+
 def identity_problem(value: str, max_length: int) -> str | None:
     """Why `value` is not an acceptable caller-chosen identity, or None when it is.
 
@@ -93,7 +113,8 @@ class TokenRequest(BaseModel):
 
     #: Caller's identity: letters, digits, ``_ . -``; not starting with ``agent-``.
     participant_identity: str | None = None
-    #: Display name: non-blank, no control characters.
+    #: Display name: letters, digits, spaces and `NAME_PUNCTUATION`; format characters are
+    #: removed (`clean_display_name`).
     participant_name: str | None = None
     #: Opaque participant metadata (UTF-8 bytes limited).
     participant_metadata: str | None = None
@@ -116,12 +137,14 @@ class TokenRequest(BaseModel):
         if value is None:
             return None
         limit = _limits(info).name_max_length
-        if not value.strip():
-            raise _invalid("must not be blank")
-        if len(value) > limit:
-            raise _invalid(f"must be at most {limit} characters long")
         if _has_control_characters(value):
             raise _invalid("must not contain control characters or line breaks")
+        value = clean_display_name(value)
+        problem = display_name_problem(value)
+        if problem:
+            raise _invalid(problem)
+        if len(value) > limit:
+            raise _invalid(f"must be at most {limit} characters long")
         return value
 
     @field_validator("participant_metadata")
