@@ -33,6 +33,8 @@ PROCFILE = ROOT / "Procfile"
 LIVEKIT_CONFIG = ROOT / "livekit.yaml"
 #: Minimum LiveKit API secret length (livekit-server logs an error below it outside dev mode).
 MIN_SECRET_LENGTH = 32
+#: What `VIDEO_INPUT` may say (the front door's Permissions-Policy follows it).
+VIDEO_INPUTS = ("off", "camera", "screen", "both")
 #: Procfile processes that run only when a setting is true: process name -> setting.
 OPTIONAL_PROCESSES = {"sip": "SIP_ENABLED"}
 
@@ -199,6 +201,8 @@ def check_env(env: Mapping[str, str]) -> list[str]:
     secret = env.get("LIVEKIT_API_SECRET", "")
     if len(secret) < MIN_SECRET_LENGTH or secret == "secret":
         problems.append(f"LIVEKIT_API_SECRET must be at least {MIN_SECRET_LENGTH} random characters")
+    if env.get("VIDEO_INPUT", "off") not in VIDEO_INPUTS:
+        problems.append(f"VIDEO_INPUT must be one of {', '.join(VIDEO_INPUTS)}")
     problems += _agent_port_problems(env)
     return problems
 

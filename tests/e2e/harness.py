@@ -340,3 +340,23 @@ def running_stack(
         yield processes
     finally:
         processes.close()
+
+
+@contextmanager
+def more_processes(
+    base: ProcessStack, names: Iterable[str], overrides: Mapping[str, str], log_dir: Path
+) -> Iterator[ProcessStack]:
+    """More of the Procfile's processes (say a token server and a front door) next to
+    `base`'s, with `base`'s environment plus `overrides` (their own ports, other settings),
+    sharing its Redis, livekit-server and agent; started, healthy, and stopped on exit.
+
+    Args:
+        log_dir: where their `<name>.log` files go (not `base`'s, whose names they share).
+    """
+    processes = ProcessStack({**base.env, **overrides}, log_dir)
+    try:
+        processes.start(names)
+        yield processes
+    finally:
+        processes.close()
+
