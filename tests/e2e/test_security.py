@@ -111,7 +111,7 @@ def token_server(native_stack: ProcessStack, name: str, **overrides: str) -> Ite
         )
     base = f"http://127.0.0.1:{port}"
     try:
-        deadline = time.monotonic() + 60
+        deadline = time.monotonic() + 120  # a busy machine loads the app slowly
         while True:
             try:  # the worker may still be loading the app: connections wait in the backlog
                 if requests.get(f"{base}/healthz", timeout=5).ok:
