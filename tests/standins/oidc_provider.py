@@ -64,6 +64,12 @@ class OidcProvider:
             "ec-1": (new_ec_key(), "ES256"),
         }
         self.jwks_fetches = 0
+        self.discovery_fetches = 0
+        #: Test knobs for the discovery document: another ``jwks_uri``, a redirect
+        #: (``Location``) instead of the document, a delay before answering (s).
+        self.discovery_jwks_uri: str | None = None
+        self.discovery_redirect: str | None = None
+        self.discovery_delay_s = 0.0
         self._server: ThreadingHTTPServer | None = None
         self._thread: threading.Thread | None = None
         self.issuer = ""
@@ -89,8 +95,19 @@ class OidcProvider:
 
         class Handler(BaseHTTPRequestHandler):
             def do_GET(self) -> None:  # noqa: N802 - http.server's naming
-                if self.path == "/.well-known/openid-configuration":
-                    body = {"issuer": provider.issuer, "jwks_uri": provider.jwks_url,
+                if self.path.endswith("/.well-known/openid-configuration"):
+                    provider.discovery_fetches += 1
+                    time.sleep(provider.discovery_delay_s)
+                    if provider.discovery_redirect is not None:
+                        self.send_response(302)
+                        self.send_header("Location", provider.discovery_redirect)
+                        self.send_header("Content-Length", "0")
+                        self.end_headers()
+                        return
+                    if self.path != "/.well-known/openid-configuration":
+                        self.send_error(404)
+                        return
+                    body = {"issuer": provider.issuer, "jwks_uri": provider.discovery_jwks_uri or provider.jwks_url,
                             "id_token_signing_alg_values_supported": ["RS256", "ES256"]}
                 elif self.path == "/jwks.json":
                     provider.jwks_fetches += 1

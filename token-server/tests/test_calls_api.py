@@ -92,6 +92,20 @@ def test_unknown_room_and_bad_query_are_clear_errors(calls_client: FlaskClient, 
         assert bad.get_json()["error"]["message"].split(":")[0] in query
 
 
+@pytest.mark.parametrize("room", ["room-a:events", "room-a%3Aevents", "x" * 300, "room a", "room-%00"])
+def test_a_name_no_call_can_have_is_404(calls_client: FlaskClient, store: redis.Redis, room: str) -> None:
+    record_call(store, "room-a", time.time())  # its events stream is voice:call:room-a:events
+    response = conforms(calls_client.get(f"/api/calls/{room}", headers=auth()), "/api/calls/{room}")
+    assert response.status_code == 404, response.get_json()
+    assert response.get_json()["error"]["code"] == "not_found"
+
+
+def test_phone_call_rooms_are_read_back(calls_client: FlaskClient, store: redis.Redis) -> None:
+    for room in ("call-_+15551234567_AbC9xYz", "call-out-Ab_c-9"):
+        record_call(store, room, time.time())
+        assert calls_client.get(f"/api/calls/{room}", headers=auth()).status_code == 200, room
+
+
 def test_the_api_is_off_without_keys(client: FlaskClient) -> None:
     response = conforms(client.get("/api/calls", headers=auth()), "/api/calls")
     assert response.status_code == 403

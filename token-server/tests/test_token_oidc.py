@@ -4,7 +4,9 @@ and P-256 keys): what is accepted, and every forgery that must be refused with 4
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 from flask.testing import FlaskClient
@@ -13,6 +15,7 @@ from structlog.testing import capture_logs
 
 from tests.standins.oidc_provider import OidcProvider, new_ec_key, new_rsa_key, tamper
 from token_server import create_app
+from token_server.oidc import OidcConfig, OidcVerifier, ProviderUnavailable, discover_jwks_url
 
 from tokenserver_testing import API_KEY, API_SECRET, make_settings
 
@@ -189,3 +192,45 @@ def test_discovery_failure_is_503(idp: OidcProvider) -> None:
     client = oidc_client(idp, oidc_jwks_url="", oidc_issuer=f"{idp.issuer}/no-such-realm")
     status, body = ask(client, idp.id_token("u", iss=f"{idp.issuer}/no-such-realm"))
     assert status == 503 and body["error"]["code"] == "identity_provider_unavailable"
+
+
+def test_a_discovered_jwks_uri_must_be_https() -> None:
+    with OidcProvider(audience=AUDIENCE) as provider:
+        provider.discovery_jwks_uri = "http://idp.example/jwks.json"
+        status, body = ask(oidc_client(provider, oidc_jwks_url=""), provider.id_token("u"))
+        assert status == 503 and body["error"]["code"] == "identity_provider_unavailable"
+        with pytest.raises(ProviderUnavailable, match="https jwks_uri"):  # refused, not fetched
+            discover_jwks_url(provider.issuer)
+
+
+def test_discovery_follows_no_redirect() -> None:
+    with OidcProvider(audience=AUDIENCE) as provider, OidcProvider(audience=AUDIENCE) as elsewhere:
+        provider.discovery_redirect = f"{elsewhere.issuer}/.well-known/openid-configuration"
+        status, body = ask(oidc_client(provider, oidc_jwks_url=""), provider.id_token("u"))
+        assert status == 503 and body["error"]["code"] == "identity_provider_unavailable"
+        assert provider.discovery_fetches == 1 and elsewhere.discovery_fetches == 0
+
+
+def test_a_failed_discovery_runs_once_for_concurrent_requests_and_is_remembered() -> None:
+    with OidcProvider(audience=AUDIENCE) as provider:
+        provider.discovery_jwks_uri = "http://idp.example/jwks.json"  # refused: discovery fails
+        provider.discovery_delay_s = 0.5
+        verifier = OidcVerifier(OidcConfig(issuers=[provider.issuer], audiences=[AUDIENCE],
+                                           algorithms=["RS256", "ES256"], discovery_retry_s=2.0))
+        token = provider.id_token("u")
+
+        def outcome(_: int) -> str:
+            try:
+                return verifier.verify(token)["sub"]
+            except ProviderUnavailable:
+                return "unavailable"
+
+        with ThreadPoolExecutor(max_workers=8) as pool:
+            assert list(pool.map(outcome, range(8))) == ["unavailable"] * 8
+        assert outcome(0) == "unavailable"
+        assert provider.discovery_fetches == 1  # not one per request, not one after another
+
+        provider.discovery_jwks_uri = None  # the provider recovers
+        time.sleep(2.1)
+        assert outcome(0) == "u"
+        assert provider.discovery_fetches == 2

@@ -14,7 +14,7 @@ from flask import Blueprint, Flask, Response, current_app, jsonify, request
 
 from .auth import KeyRing
 from .errors import ApiError
-from .records import list_sessions, load_session
+from .records import is_call_room, list_sessions, load_session
 from .settings import Settings
 
 bp = Blueprint("calls", __name__, url_prefix="/api/calls")
@@ -71,9 +71,9 @@ def calls() -> Response:
 
 @bp.get("/<room>")
 def call(room: str) -> Response:
-    """One call with its events, or 404 ``not_found``."""
+    """One call with its events, or 404 ``not_found`` (also for a name no call can have)."""
     store = _authorized_store()
-    record = load_session(store, room)
+    record = load_session(store, room) if is_call_room(room) else None
     if record is None:
         raise ApiError(404, "not_found", "no call recorded for that room")
     return jsonify(record)

@@ -17,6 +17,7 @@ HTTP API that exposes them must sit behind the token server's authentication.
 from __future__ import annotations
 
 import json
+import re
 from typing import Any
 
 PREFIX = "voice:"
@@ -24,6 +25,16 @@ CALLS = f"{PREFIX}calls"
 OPEN_CALLS = f"{PREFIX}calls:open"
 #: Summary fields only phone calls have.
 PHONE_FIELDS = ("phone_number", "sip_call_id", "direction")
+
+
+#: Room names a call can have: the token server's ``room-...``, telephony's ``call-_+1555..._...``
+#: and ``call-out-...``; never ``:`` (the key separator), so a name cannot reach another key.
+CALL_ROOM = re.compile(r"[A-Za-z0-9_.+=@-]{1,256}")
+
+
+def is_call_room(room: str) -> bool:
+    """Whether `room` can name a recorded call (see `CALL_ROOM`)."""
+    return CALL_ROOM.fullmatch(room) is not None
 
 
 def call_key(room: str) -> str:

@@ -74,7 +74,8 @@ def is_loopback_host(host: str) -> bool:
         return False  # a host name or all interfaces ("", "0.0.0.0", "::"): reachable from outside
 
 
-def _https_or_loopback(url: str) -> bool:
+def is_https_or_loopback(url: str) -> bool:
+    """Whether `url` is https, or http to a loopback host (this machine only)."""
     parts = urlsplit(url)
     if not parts.hostname:
         return False
@@ -361,7 +362,7 @@ class Settings(BaseSettings):
                 raise ValueError("TOKEN_AUTH_MODE=oidc needs OIDC_ISSUER and OIDC_AUDIENCE")
             # Keys are fetched from OIDC_JWKS_URL, or discovered from the first issuer.
             name, url = ("OIDC_JWKS_URL", self.oidc_jwks_url) if self.oidc_jwks_url else ("OIDC_ISSUER", self.oidc_issuers[0])
-            if not _https_or_loopback(url):
+            if not is_https_or_loopback(url):
                 raise ValueError(f"{name} must be an https:// URL (http:// only on this machine)")
         return self
 
