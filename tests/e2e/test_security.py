@@ -11,7 +11,8 @@ What is proven:
   refuses everything else: another room (a forged token), a camera track, renaming, and
   every RoomService / Egress call made with it;
 * a burst from one identity is cut off (429 + Retry-After) while another is served;
-* the session cap follows LiveKit's real webhooks (joined, left, room finished);
+* the session cap follows LiveKit's real webhooks (joined, left, room finished), and a
+  token reused after its room finished cannot run a call past the cap;
 * OIDC ID tokens from a local provider are accepted or refused end to end;
 * every response matches the OpenAPI document, and no API secret or shared key appears
   in a response, the web bundle or any process log.
@@ -49,6 +50,7 @@ from tests.e2e.harness import ProcessStack, free_port
 from tests.e2e.test_faults import wait_sessions
 from tests.standins.gemini_live import GeminiLiveStandin
 from tests.standins.oidc_provider import OidcProvider, tamper
+from token_server.settings import Settings as TokenServerSettings
 
 pytestmark = pytest.mark.e2e
 
@@ -381,6 +383,51 @@ async def test_the_session_cap_follows_livekit_webhooks(native_stack: ProcessSta
     recorded = events_for(native_stack, room_name)
     for event in ("room_started", "participant_joined", "participant_left", "room_finished"):
         assert event in recorded, recorded
+
+
+def webhook_receivers_cap(native_stack: ProcessStack) -> int:
+    """The session cap of the stack's own token server: it receives LiveKit's webhooks and
+    enforces the cap at join time."""
+    default = TokenServerSettings.model_fields["token_max_sessions_per_identity"].default
+    return int(native_stack.env.get("TOKEN_MAX_SESSIONS_PER_IDENTITY") or default)
+
+
+async def test_a_token_reused_after_its_room_finished_cannot_run_an_uncounted_call(
+    native_stack: ProcessStack,
+) -> None:
+    cap = webhook_receivers_cap(native_stack)
+    server, key = shared_key_server(native_stack, "rejoin", TOKEN_MAX_SESSIONS_PER_IDENTITY=str(cap),
+                                    ROOM_DEPARTURE_TIMEOUT_SECONDS="1")
+    identity = unique("rejoiner")
+    first, again = rtc.Room(), rtc.Room()
+    with server as base:
+
+        def ask() -> requests.Response:
+            return conforms(http("POST", f"{base}/api/token", json={}, headers=as_user(key, identity)), "/api/token")
+
+        issued = ask().json()
+        room_name, token = issued["room_name"], issued["participant_token"]
+        await asyncio.wait_for(first.connect(livekit_ws(native_stack), token), 30)
+        await wait_until(lambda: "participant_joined" in events_for(native_stack, room_name), 30,
+                         "LiveKit's participant_joined webhook")
+        await first.disconnect()
+        await wait_until(lambda: "room_finished" in events_for(native_stack, room_name), 60,
+                         "LiveKit's room_finished webhook")
+        # The identity's whole allowance, in calls not yet joined.
+        assert [ask().status_code for _ in range(cap)] == [201] * cap
+
+        # The first token is still valid and LiveKit creates its room again on join.
+        await asyncio.wait_for(again.connect(livekit_ws(native_stack), token), 30)
+        await wait_until(lambda: events_for(native_stack, room_name).count("participant_joined") == 2, 30,
+                         "the second participant_joined webhook")
+        deadline = time.monotonic() + 30
+        while again.isconnected():
+            assert time.monotonic() < deadline, "a join past the session cap was left in its call"
+            await asyncio.sleep(0.2)
+        async with admin(native_stack) as lk:
+            rooms = await lk.room.list_rooms(api.ListRoomsRequest(names=[room_name]))
+        assert list(rooms.rooms) == []
+        assert ask().status_code == 429  # and the allowance is still whole, not one less
 
 
 def test_webhooks_need_livekits_signature(native_stack: ProcessStack) -> None:

@@ -127,19 +127,43 @@ def test_store_lifecycle(store_kind: str, url_for_store: str | None) -> None:
     assert store.active("ann") == 2
 
     # Joined: counts for the live span instead of the token TTL.
-    store.joined("ann", "room-a", live_s=3600)
-    # The agent joins too: not ann's session, not counted for anyone.
-    store.joined("agent-AJ_x", "room-a", live_s=3600)
-    assert store.active("agent-AJ_x") == 0
-    # Someone claiming ann's room under another identity does not take it over.
-    store.joined("mallory", "room-a", live_s=3600)
-    assert store.active("mallory") == 0
+    assert store.joined("ann", "room-a", live_s=3600, cap=2)
+    # Another identity in ann's room counts for itself and leaves ann's count alone.
+    assert store.joined("bea", "room-a", live_s=3600, cap=2)
+    assert store.active("bea") == 1 and store.active("ann") == 2
 
     store.left("ann", "room-a")
     assert store.active("ann") == 1
     store.room_finished("room-b")
     assert store.active("ann") == 0
+    store.room_finished("room-a")
+    assert store.active("bea") == 0
     assert store.reserve("ann", "room-d", pending_s=60, cap=2).granted
+
+
+def test_a_join_past_the_cap_is_refused_even_after_its_room_finished(
+    store_kind: str, url_for_store: str | None
+) -> None:
+    store = make_store(store_kind, url_for_store)
+    assert store.reserve("dee", "room-1", pending_s=600, cap=1).granted
+    assert store.joined("dee", "room-1", live_s=3600, cap=1)
+    store.left("dee", "room-1")
+    store.room_finished("room-1")
+    assert store.reserve("dee", "room-2", pending_s=600, cap=1).granted
+    # The first token is still valid: joining room-1 again would be a second call.
+    assert not store.joined("dee", "room-1", live_s=3600, cap=1)
+    assert store.active("dee") == 1
+    assert store.joined("dee", "room-2", live_s=3600, cap=1)  # the counted room, again: fine
+    assert store.joined("dee", "room-2", live_s=3600, cap=1)  # reconnected
+
+
+def test_a_new_reservation_never_shortens_a_long_calls_count(redis_url: str) -> None:
+    client = redis.Redis.from_url(redis_url, decode_responses=True)
+    store = RedisSessionStore(client)
+    assert store.joined("eve", "room-long", live_s=3600, cap=3)
+    assert store.reserve("eve", "room-short", pending_s=60, cap=3).granted
+    assert client.ttl("token-server:sessions:eve") >= 3600  # the long call's session outlives the token's
+    assert client.ttl("token-server:room-members:room-long") >= 3600
 
 
 def test_pending_sessions_expire(store_kind: str, url_for_store: str | None) -> None:
@@ -154,10 +178,10 @@ def test_pending_sessions_expire(store_kind: str, url_for_store: str | None) -> 
 def test_rejoin_after_leaving_counts_again(store_kind: str, url_for_store: str | None) -> None:
     store = make_store(store_kind, url_for_store)
     store.reserve("cy", "room-r", pending_s=60, cap=3)
-    store.joined("cy", "room-r", live_s=600)
+    assert store.joined("cy", "room-r", live_s=600, cap=3)
     store.left("cy", "room-r")
     assert store.active("cy") == 0
-    store.joined("cy", "room-r", live_s=600)  # reconnected
+    assert store.joined("cy", "room-r", live_s=600, cap=3)  # reconnected
     assert store.active("cy") == 1
 
 

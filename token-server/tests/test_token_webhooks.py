@@ -21,11 +21,12 @@ from tokenserver_testing import API_KEY, API_SECRET, make_settings
 URL = "/api/livekit/webhook"
 
 
-def event_body(event: str, room: str = "room-abc", identity: str | None = None, event_id: str = "EV_1") -> bytes:
+def event_body(event: str, room: str = "room-abc", identity: str | None = None, event_id: str = "EV_1",
+               kind: str = "STANDARD") -> bytes:
     payload: dict[str, object] = {"event": event, "id": event_id, "createdAt": "1700000000",
                                   "room": {"name": room, "sid": "RM_1"}}
     if identity is not None:
-        payload["participant"] = {"identity": identity, "sid": "PA_1"}
+        payload["participant"] = {"identity": identity, "sid": "PA_1", "kind": kind}
     return json.dumps(payload).encode()
 
 
@@ -127,3 +128,27 @@ def test_webhooks_are_not_rate_limited_like_tokens() -> None:
     for n in range(5):
         body = event_body("room_started", event_id=f"EV_{n}")
         assert deliver(client, body, signature(body)) == 204
+
+
+def test_a_token_reused_after_its_room_finished_is_over_the_cap_and_its_room_deleted() -> None:
+    app = create_app(make_settings(token_max_sessions_per_identity=1))
+    deleted: list[str] = []
+    app.extensions["token_server.webhooks"].end_call = deleted.append
+    client = app.test_client()
+
+    def event(name: str, room: str, n: int, identity: str | None = "fay", kind: str = "STANDARD") -> None:
+        body = event_body(name, room=room, identity=identity, event_id=f"EV_{n}", kind=kind)
+        assert deliver(client, body, signature(body)) == 204
+
+    first = client.post("/api/token", json={"participant_identity": "fay"}).get_json()["room_name"]
+    event("participant_joined", first, 1)
+    event("participant_joined", first, 2, identity="agent-AJ_1", kind="AGENT")  # the agent: not counted
+    event("participant_left", first, 3)
+    event("room_finished", first, 4, identity=None)
+    second = client.post("/api/token", json={"participant_identity": "fay"})
+    assert second.status_code == 201
+    event("participant_joined", second.get_json()["room_name"], 5)
+    assert deleted == []
+    event("participant_joined", first, 6)  # the first token, still valid, re-creates its room
+    assert deleted == [first]
+    assert client.post("/api/token", json={"participant_identity": "fay"}).status_code == 429

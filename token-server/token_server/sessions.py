@@ -1,7 +1,8 @@
 """Who is in a call right now, and what LiveKit told us: the concurrent-session cap and
 the webhook event log.
 
-A *session* is one room issued to one identity. It counts against the identity's cap
+A *session* is one room joined or to be joined by one identity. It counts against the
+identity's cap
 
 * from the moment its token is issued until the token expires (``pending``: the token
   TTL, since an unused token is worthless after that), then
@@ -9,7 +10,14 @@ A *session* is one room issued to one identity. It counts against the identity's
   net if the ``participant_left`` / ``room_finished`` webhook never arrives),
 * until ``participant_left`` (that identity left that room) or ``room_finished``.
 
-Without webhooks the cap still holds for tokens issued within one TTL.
+Every join by a caller counts under the identity LiveKit verified from its token, whether
+or not the room is still on record: a token stays valid after its room finished (and
+rooms are created at join time), so leaving and joining again with the same token is a
+new call. `SessionStore.joined` refuses a join that would take the identity past its cap;
+the webhook receiver then deletes that room.
+
+Each session has its own expiry (the sorted set's score); the set itself lives as long as
+its latest session, so a new reservation never shortens a long call's.
 
 Two stores with the same behaviour: `RedisSessionStore` (shared by every worker and
 surviving restarts; what the appliance runs) and `MemorySessionStore` (one process;
@@ -53,15 +61,17 @@ class SessionStore(Protocol):
         """Record `room` for `identity` for `pending_s` seconds unless it already has
         `cap` sessions counting (atomic)."""
 
-    def joined(self, identity: str, room: str, live_s: int) -> None:
-        """`identity` joined `room`: count it for up to `live_s` seconds. Ignored unless
-        the room was issued to that identity (the agent joins rooms too)."""
+    def joined(self, identity: str, room: str, live_s: int, cap: int) -> bool:
+        """`identity` (a caller, never the agent) joined `room`: count it for up to
+        `live_s` seconds and return True, unless `room` is not yet counted for `identity`
+        and `cap` other sessions already are: then nothing is recorded and the answer is
+        False (the join is over the cap)."""
 
     def left(self, identity: str, room: str) -> None:
         """`identity` left `room`: the session stops counting."""
 
     def room_finished(self, room: str) -> None:
-        """`room` closed: its session stops counting, whoever owned it."""
+        """`room` closed: its sessions stop counting, for every identity that joined it."""
 
     def active(self, identity: str) -> int:
         """How many sessions count against `identity` now."""
@@ -79,41 +89,69 @@ def _retry_after(earliest_expiry: float, now: float) -> int:
 
 # --- Redis ----------------------------------------------------------------------------
 
-# KEYS: sessions zset (room -> expiry), owner key of the room.
-# ARGV: now, expiry, cap, room, key lifetime (s), identity.
-_RESERVE = """
+# The sessions set lives until its latest session's expiry plus a minute (EXPIREAT from
+# the highest score: never shortened by a reservation); the room's member set (who joined
+# or was issued it, for room_finished) at least `ARGV` lifetime (TTL only raised).
+_KEEP = """
+local function keep_sessions(key)
+  local last = redis.call('ZRANGE', key, -1, -1, 'WITHSCORES')
+  if last[2] then redis.call('EXPIREAT', key, math.ceil(tonumber(last[2])) + 60) end
+end
+local function keep_members(key, lifetime)
+  if redis.call('TTL', key) < lifetime then redis.call('EXPIRE', key, lifetime) end
+end
+"""
+
+# KEYS: sessions zset (room -> expiry), member set of the room.
+# ARGV: now, expiry, cap, room, member-set lifetime (s), identity.
+_RESERVE = _KEEP + """
 redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', ARGV[1])
 if redis.call('ZCARD', KEYS[1]) >= tonumber(ARGV[3]) then
   local first = redis.call('ZRANGE', KEYS[1], 0, 0, 'WITHSCORES')
   return {0, first[2]}
 end
 redis.call('ZADD', KEYS[1], ARGV[2], ARGV[4])
-redis.call('EXPIRE', KEYS[1], ARGV[5])
-redis.call('SET', KEYS[2], ARGV[6], 'EX', ARGV[5])
+keep_sessions(KEYS[1])
+redis.call('SADD', KEYS[2], ARGV[6])
+keep_members(KEYS[2], tonumber(ARGV[5]))
 return {1, '0'}
 """
 
-# KEYS: sessions zset, owner key. ARGV: identity, expiry, key lifetime (s), room.
-_JOINED = """
-if redis.call('GET', KEYS[2]) ~= ARGV[1] then return 0 end
+# Same KEYS and ARGV as _RESERVE. 0: over the cap, nothing recorded.
+_JOINED = _KEEP + """
+redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', ARGV[1])
+if not redis.call('ZSCORE', KEYS[1], ARGV[4]) and redis.call('ZCARD', KEYS[1]) >= tonumber(ARGV[3]) then
+  return 0
+end
 redis.call('ZADD', KEYS[1], ARGV[2], ARGV[4])
-redis.call('EXPIRE', KEYS[1], ARGV[3])
-redis.call('EXPIRE', KEYS[2], ARGV[3])
+keep_sessions(KEYS[1])
+redis.call('SADD', KEYS[2], ARGV[6])
+keep_members(KEYS[2], tonumber(ARGV[5]))
 return 1
 """
 
+# KEYS: member set of the room. ARGV: the sessions key prefix, room.
+_FINISHED = """
+for _, identity in ipairs(redis.call('SMEMBERS', KEYS[1])) do
+  redis.call('ZREM', ARGV[1] .. identity, ARGV[2])
+end
+redis.call('DEL', KEYS[1])
+"""
+
+_SESSIONS_PREFIX = f"{KEY_PREFIX}sessions:"
+
 
 def _sessions_key(identity: str) -> str:
-    return f"{KEY_PREFIX}sessions:{identity}"
+    return _SESSIONS_PREFIX + identity
 
 
-def _owner_key(room: str) -> str:
-    return f"{KEY_PREFIX}room-owner:{room}"
+def _members_key(room: str) -> str:
+    return f"{KEY_PREFIX}room-members:{room}"
 
 
 class RedisSessionStore:
-    """`SessionStore` in Redis: a sorted set per identity (room -> expiry time), an owner
-    key per room, a stream of webhook events.
+    """`SessionStore` in Redis: a sorted set per identity (room -> expiry time), a set
+    per room (the identities it counts for), a stream of webhook events.
 
     Args:
         client: a ``redis.Redis`` with ``decode_responses=True``.
@@ -123,6 +161,7 @@ class RedisSessionStore:
         self._redis = client
         self._reserve = client.register_script(_RESERVE)
         self._joined = client.register_script(_JOINED)
+        self._finished = client.register_script(_FINISHED)
 
     @classmethod
     def from_url(cls, url: str) -> RedisSessionStore:
@@ -135,26 +174,25 @@ class RedisSessionStore:
         now = time.time()
         keep = max(pending_s, 60) * 2
         granted, first = self._reserve(
-            keys=[_sessions_key(identity), _owner_key(room)],
+            keys=[_sessions_key(identity), _members_key(room)],
             args=[now, now + pending_s, cap, room, keep, identity],
         )
         if int(granted):
             return Reservation(True)
         return Reservation(False, _retry_after(float(first), now))
 
-    def joined(self, identity: str, room: str, live_s: int) -> None:
-        self._joined(
-            keys=[_sessions_key(identity), _owner_key(room)],
-            args=[identity, time.time() + live_s, live_s + 60, room],
-        )
+    def joined(self, identity: str, room: str, live_s: int, cap: int) -> bool:
+        now = time.time()
+        return bool(int(self._joined(
+            keys=[_sessions_key(identity), _members_key(room)],
+            args=[now, now + live_s, cap, room, live_s + 60, identity],
+        )))
 
     def left(self, identity: str, room: str) -> None:
         self._redis.zrem(_sessions_key(identity), room)
 
     def room_finished(self, room: str) -> None:
-        owner = self._redis.getdel(_owner_key(room))
-        if owner:
-            self._redis.zrem(_sessions_key(str(owner)), room)
+        self._finished(keys=[_members_key(room)], args=[_SESSIONS_PREFIX, room])
 
     def active(self, identity: str) -> int:
         return int(self._redis.zcount(_sessions_key(identity), f"({time.time()}", "+inf"))
@@ -176,16 +214,19 @@ class MemorySessionStore:
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self._sessions: dict[str, dict[str, float]] = {}
-        self._owners: dict[str, str] = {}
+        self._members: dict[str, set[str]] = {}
         self._events: deque[dict[str, str]] = deque(maxlen=EVENTS_MAX)
 
     def _live(self, identity: str, now: float) -> dict[str, float]:
         """The identity's counting sessions; forgets those expired over a minute ago
-        (a late webhook for them can still find the owner until then)."""
+        (a late webhook for them can still find them until then)."""
         rooms = self._sessions.pop(identity, {})
         for room in [room for room, until in rooms.items() if until <= now - 60]:
             del rooms[room]
-            self._owners.pop(room, None)
+            members = self._members.get(room, set())
+            members.discard(identity)
+            if not members:
+                self._members.pop(room, None)
         if rooms:
             self._sessions[identity] = rooms
         return {room: until for room, until in rooms.items() if until > now}
@@ -197,13 +238,18 @@ class MemorySessionStore:
             if len(live) >= cap:
                 return Reservation(False, _retry_after(min(live.values()), now))
             self._sessions.setdefault(identity, {})[room] = now + pending_s
-            self._owners[room] = identity
+            self._members.setdefault(room, set()).add(identity)
             return Reservation(True)
 
-    def joined(self, identity: str, room: str, live_s: int) -> None:
+    def joined(self, identity: str, room: str, live_s: int, cap: int) -> bool:
+        now = time.time()
         with self._lock:
-            if self._owners.get(room) == identity:
-                self._sessions.setdefault(identity, {})[room] = time.time() + live_s
+            live = self._live(identity, now)
+            if room not in live and len(live) >= cap:
+                return False
+            self._sessions.setdefault(identity, {})[room] = now + live_s
+            self._members.setdefault(room, set()).add(identity)
+            return True
 
     def left(self, identity: str, room: str) -> None:
         with self._lock:
@@ -211,9 +257,8 @@ class MemorySessionStore:
 
     def room_finished(self, room: str) -> None:
         with self._lock:
-            owner = self._owners.pop(room, None)
-            if owner is not None:
-                self._sessions.get(owner, {}).pop(room, None)
+            for identity in self._members.pop(room, set()):
+                self._sessions.get(identity, {}).pop(room, None)
 
     def active(self, identity: str) -> int:
         with self._lock:

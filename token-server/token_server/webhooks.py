@@ -11,10 +11,16 @@ slowly; then livekit-api's `WebhookReceiver` checks both. Anything else is 401
 Recorded (in the session store's event log, see `sessions`): ``room_started``,
 ``room_finished``, ``participant_joined``, ``participant_left``, each with the room,
 the participant identity (when there is one) and LiveKit's event id and time. The last
-two also feed the concurrent-session cap. Other events are acknowledged and ignored.
+three also feed the concurrent-session cap: every caller's join (a ``STANDARD``
+participant; not the agent, not a phone line) counts under its verified identity, and a
+join past the cap has its room deleted at once (a token stays valid after its room
+finished, so leave-and-rejoin is refused here). Other events are acknowledged and ignored.
 """
 
 from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
 
 import structlog
 from flask import Blueprint, Flask, current_app, request
@@ -36,14 +42,32 @@ WEBHOOK_MAX_BYTES = 65536
 RECORDED_EVENTS = ("room_started", "room_finished", "participant_joined", "participant_left")
 
 
+def room_deleter(settings: Settings) -> Callable[[str], None]:
+    """A function that deletes a room by name through LiveKit's server API (RoomService
+    ``DeleteRoom`` at `LIVEKIT_URL`); it raises what livekit-api raises."""
+    secret = settings.livekit_api_secret.get_secret_value()
+
+    async def delete(room: str) -> None:
+        async with api.LiveKitAPI(settings.telephony.api_url, settings.livekit_api_key, secret) as lk:
+            await lk.room.delete_room(api.DeleteRoomRequest(room=room))
+
+    return lambda room: asyncio.run(delete(room))
+
+
 class WebhookHandler:
-    """Verifies deliveries and applies them to `store`."""
+    """Verifies deliveries and applies them to `store`.
+
+    `end_call(room)` ends a call whose join went past the identity's cap (default
+    `room_deleter`).
+    """
 
     def __init__(self, settings: Settings, store: SessionStore) -> None:
         self._verifier = api.TokenVerifier(settings.livekit_api_key, settings.livekit_api_secret.get_secret_value())
         self._receiver = api.WebhookReceiver(self._verifier)
         self._store = store
         self._live_s = settings.token_session_max_seconds
+        self._cap = settings.token_max_sessions_per_identity
+        self.end_call: Callable[[str], None] = room_deleter(settings)
 
     def check_signature(self, authorization: str) -> str:
         """The delivery's JWT (the ``Authorization`` header) once its signature verifies,
@@ -94,12 +118,22 @@ class WebhookHandler:
                 "participant": identity,
             }
         )
-        if event.event == "participant_joined" and identity:
-            self._store.joined(identity, room, self._live_s)
+        if event.event == "participant_joined" and identity and room:
+            if event.participant.kind == api.ParticipantInfo.STANDARD:
+                self._joined(identity, room)
         elif event.event == "participant_left" and identity:
             self._store.left(identity, room)
         elif event.event == "room_finished" and room:
             self._store.room_finished(room)
+
+    def _joined(self, identity: str, room: str) -> None:
+        if self._store.joined(identity, room, self._live_s, self._cap):
+            return
+        log.warning("session_cap_enforced", room=room, identity=identity, cap=self._cap)
+        try:
+            self.end_call(room)
+        except Exception as error:  # noqa: BLE001 - livekit-api's TwirpError, aiohttp's errors
+            log.error("session_cap_room_not_deleted", room=room, error=str(error))
 
 
 @bp.post("/webhook")
