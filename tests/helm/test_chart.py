@@ -152,6 +152,15 @@ def test_livekit_runs_one_node_per_machine_on_the_host_network(variant: tuple[st
     assert config["redis"]["address"], "nodes share Redis"
 
 
+def test_the_token_server_reaches_livekits_server_api(variant: tuple[str, list[dict[str, Any]]]) -> None:
+    """It deletes a room whose join goes past the session cap (RoomService at LIVEKIT_URL)."""
+    _, manifests = variant
+    token_server = env_of(containers(find(manifests, "Deployment", "token-server"))[0])
+    agent = env_of(containers(find(manifests, "Deployment", "agent"))[0])
+    assert token_server["LIVEKIT_URL"]["value"] == agent["LIVEKIT_URL"]["value"]
+    assert token_server["LIVEKIT_URL"]["value"].startswith("ws://") and "127.0.0.1" not in token_server["LIVEKIT_URL"]["value"]
+
+
 def test_workers_autoscale_and_keep_a_disruption_budget(variant: tuple[str, list[dict[str, Any]]]) -> None:
     name, manifests = variant
     agent = find(manifests, "Deployment", "agent")
