@@ -1,8 +1,8 @@
 """The native appliance: its environment, its processes (the Procfile) and their health.
 
-`./scripts/run` calls `python scripts/stack.py run`, which supervises the Procfile's
-processes with honcho, waits until every service answers its health check, prints
-the URL to open and stops everything on Ctrl-C. The end-to-end tests build the same
+`./scripts/run` calls `python -m scripts.stack run`, which supervises the Procfile's
+processes with honcho (`scripts/supervise.py`), waits until every service answers its health
+check, prints the URL to open and stops everything on Ctrl-C. The end-to-end tests build the same
 environment (with their own ports) and start the same Procfile commands.
 
 Precedence of settings: `.env.example` (defaults) < `.env` < the caller's environment
@@ -257,11 +257,16 @@ def _redis_ok(port: int) -> bool:
 
 @dataclass(frozen=True)
 class HealthCheck:
-    """How to tell that one Procfile process is ready to serve."""
+    """How to tell that one Procfile process is ready to serve.
+
+    `ports` gives the TCP ports the process listens on once healthy (read when checked: the
+    agent's come from its ready files), so a run can tell its own processes from others.
+    """
 
     name: str
     probe: Callable[[], bool]
     describe: str
+    ports: Callable[[], list[int]] = lambda: []
 
 
 def agent_ready_files(env: Mapping[str, str]) -> list[Path]:
@@ -278,6 +283,10 @@ def agent_worker_health(ready_file: Path) -> tuple[str, int] | None:
         return str(ready["worker_id"]), int(ready["health_port"])
     except (OSError, ValueError, KeyError, TypeError):
         return None
+
+
+def _agent_ports(ready_files: list[Path]) -> list[int]:
+    return [worker[1] for f in ready_files if (worker := agent_worker_health(f)) is not None]
 
 
 def _agents_ok(ready_files: list[Path]) -> bool:
@@ -297,20 +306,24 @@ def health_checks(env: Mapping[str, str]) -> dict[str, HealthCheck]:
     agent_ready = agent_ready_files(env)
     redis_port = int(env["REDIS_PORT"])
     checks = {
-        "redis": HealthCheck("redis", lambda: _redis_ok(redis_port), f"PING on 127.0.0.1:{redis_port}"),
-        "livekit": HealthCheck("livekit", lambda: _http_ok(livekit), f"GET {livekit}"),
-        "token-server": HealthCheck("token-server", lambda: _http_ok(token), f"GET {token}"),
+        "redis": HealthCheck("redis", lambda: _redis_ok(redis_port), f"PING on 127.0.0.1:{redis_port}",
+                             lambda: [redis_port]),
+        "livekit": HealthCheck("livekit", lambda: _http_ok(livekit), f"GET {livekit}",
+                               lambda: [int(env["LIVEKIT_PORT"])]),
+        "token-server": HealthCheck("token-server", lambda: _http_ok(token), f"GET {token}",
+                                    lambda: [int(env["TOKEN_SERVER_PORT"])]),
         "agent": HealthCheck(
             "agent",
             lambda: _agents_ok(agent_ready),
             f"{len(agent_ready)} worker(s) registered with LiveKit ({env['AGENT_READY_FILE']}.N) and "
             f"answering GET / on the health port each names",
+            lambda: _agent_ports(agent_ready),
         ),
-        "web": HealthCheck("web", lambda: _http_ok(web), f"GET {web}"),
+        "web": HealthCheck("web", lambda: _http_ok(web), f"GET {web}", lambda: [int(env["WEB_PORT"])]),
     }
     if process_enabled(env, "sip"):
         sip = f"http://127.0.0.1:{env['SIP_HEALTH_PORT']}/"  # 429 while over SIP_MAX_CPU_UTILIZATION
-        checks["sip"] = HealthCheck("sip", lambda: _http_ok(sip), f"GET {sip}")
+        checks["sip"] = HealthCheck("sip", lambda: _http_ok(sip), f"GET {sip}", lambda: [int(env["SIP_HEALTH_PORT"])])
     return checks
 
 
@@ -318,8 +331,13 @@ def wait_healthy(
     checks: Mapping[str, HealthCheck],
     timeout_s: float = 90.0,
     should_stop: Callable[[], bool] = lambda: False,
+    accept: Callable[[HealthCheck], bool] = lambda check: True,
 ) -> list[str]:
     """Poll every check until all pass or `timeout_s` (seconds) elapses.
+
+    Args:
+        accept: a further condition on a check whose probe passed (the native run: its
+            ports are its own processes', `preflight.ports_owned`).
 
     Returns:
         The names of the checks still failing (empty when all are healthy).
@@ -327,7 +345,7 @@ def wait_healthy(
     pending = dict(checks)
     deadline = time.monotonic() + timeout_s
     while pending and time.monotonic() < deadline and not should_stop():
-        for name in [n for n, check in pending.items() if check.probe()]:
+        for name in [n for n, check in pending.items() if check.probe() and accept(check)]:
             del pending[name]
         if pending:
             time.sleep(0.25)
@@ -336,49 +354,18 @@ def wait_healthy(
 
 # --- run ----------------------------------------------------------------------------------
 
-#: Stopped only after every other process has exited: the rest keep state in it.
-STOP_LAST = ("redis",)
 
+def run(env_file: Path, start_timeout_s: float = 90.0) -> int:
+    """Supervise the Procfile (`supervise.StagedManager`); announce the URL once every service
+    of this run is healthy.
 
-def _ordered_manager(printer: object) -> object:
-    """honcho's Manager, stopping `STOP_LAST` after the others on Ctrl-C or a crash.
-
-    honcho sends SIGTERM to every process at once; livekit-server then loses Redis while
-    it unregisters its node and deletes rooms. This overrides honcho 2.0's `_killall`
-    (pinned in requirements.lock); a forced kill (after `KILL_WAIT`) is unchanged.
+    Refuses to start (one line each, exit status 2) on a bad `.env`, a port already taken,
+    or another run on the same state directory. Returns after every process it started has
+    exited.
     """
-    from honcho import manager as honcho_manager
-
-    class OrderedManager(honcho_manager.Manager):  # type: ignore[misc]
-        def _killall(self, force: bool = False) -> None:
-            if force:
-                super()._killall(force=True)
-                return
-            running = {n: p for n, p in self._processes.items() if "returncode" not in p}
-            for name, proc in running.items():
-                if name not in STOP_LAST:
-                    self._system_print(f"sending SIGTERM to {name} (pid {proc['pid']})\n")
-                    self._procmgr.terminate(proc["pid"])
-            threading.Thread(target=self._stop_last, daemon=True).start()
-
-        def _stop_last(self) -> None:
-            others = [p for n, p in self._processes.items() if n not in STOP_LAST]
-            while any("returncode" not in p for p in others):
-                time.sleep(0.1)
-            for name in STOP_LAST:
-                proc = self._processes.get(name, {})
-                if "returncode" not in proc and proc.get("pid"):
-                    self._system_print(f"sending SIGTERM to {name} (pid {proc['pid']})\n")
-                    self._procmgr.terminate(proc["pid"])
-
-    return OrderedManager(printer)
-
-
-
-def run(env_file: Path) -> int:
-    """Supervise the Procfile with honcho; announce the URL once every service is healthy."""
-    from honcho import manager as honcho_manager
     from honcho.printer import Printer
+
+    from scripts import preflight, supervise
 
     ensure_env_file(env_file)
     env = build_env(env_file)
@@ -390,21 +377,33 @@ def run(env_file: Path) -> int:
     if not Path(env["WEB_ROOT"], "index.html").exists():
         print(f"run: the web client is not built ({env['WEB_ROOT']}); run ./scripts/run again", file=sys.stderr)
         return 2
+    lock = preflight.lock_state_dir(Path(env["STATE_DIR"]))
+    if isinstance(lock, str):
+        print(f"run: {lock}", file=sys.stderr)
+        return 2
+    conflicts = preflight.port_conflicts(env)
+    if conflicts:
+        print("\n".join(f"run: {line}" for line in conflicts), file=sys.stderr)
+        return 2
     if not env.get("GOOGLE_API_KEY") and not env.get("GOOGLE_GENAI_USE_VERTEXAI"):
         print("run: no Gemini credentials (GOOGLE_API_KEY or Vertex AI) in .env: the agent will "
               "join calls and say it is not configured", file=sys.stderr)
 
-    honcho_manager.KILL_WAIT = 15  # seconds: room for the agent to drain idle calls
-    manager = _ordered_manager(Printer(sys.stdout))
+    manager = supervise.StagedManager(Printer(sys.stdout), notes={
+        "agent": "its workers finish their live calls first (at most AGENT_DRAIN_TIMEOUT_S)"})
     for name, command in procfile_commands(env=env).items():
         manager.add_process(name, command, env=env, cwd=str(ROOT))
 
     def announce() -> None:
-        failing = wait_healthy(health_checks(env), should_stop=lambda: manager._terminating)
-        if manager._terminating:
+        checks = health_checks(env)
+        failing = wait_healthy(checks, start_timeout_s, should_stop=lambda: manager.stopping,
+                               accept=lambda check: preflight.ports_owned(check, manager.run_processes()))
+        if manager.stopping:
             return
         if failing:
-            print(f"run: not healthy after 90 s: {', '.join(failing)}; stopping", file=sys.stderr, flush=True)
+            others = preflight.foreign_listeners({n: checks[n] for n in failing}, manager.run_processes())
+            print(f"run: not healthy after {start_timeout_s:.0f} s: {', '.join(failing)}"
+                  + "".join(f"; {line}" for line in others) + "; stopping", file=sys.stderr, flush=True)
             manager.terminate()
             return
         public = f"http://localhost:{env['WEB_PORT']}/"
@@ -414,6 +413,7 @@ def run(env_file: Path) -> int:
 
     threading.Thread(target=announce, name="health", daemon=True).start()
     manager.loop()
+    os.close(lock)
     return manager.returncode or 0
 
 
@@ -422,12 +422,14 @@ def main(argv: list[str]) -> int:
     sub = parser.add_subparsers(dest="command", required=True)
     run_p = sub.add_parser("run", help="run the appliance in the foreground")
     run_p.add_argument("--env-file", type=Path, default=ROOT / ".env")
+    run_p.add_argument("--start-timeout", type=float, default=90.0, metavar="S",
+                       help="seconds every service has to become healthy (default 90)")
     sub.add_parser("init-env", help="create .env with fresh LiveKit keys if missing")
     args = parser.parse_args(argv)
     if args.command == "init-env":
         ensure_env_file(ROOT / ".env")
         return 0
-    return run(args.env_file)
+    return run(args.env_file, args.start_timeout)
 
 
 if __name__ == "__main__":
