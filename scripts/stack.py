@@ -160,7 +160,7 @@ def build_env(
         `TOKEN_SERVER_HOST` (default 127.0.0.1), `LIVEKIT_CONFIG` (livekit.yaml with webhooks
         to the token server, see `livekit_config_with_webhook`), `SIP_CONFIG_BODY` (with
         `SIP_ENABLED`, see `sip_config`), `AGENT_WORKERS` (default 1), `AGENT_READY_FILE`,
-        `PYTHONPATH`, `WEB_ROOT`, `STATE_DIR`.
+        `PYTHONPATH`, `WEB_ROOT`, `STATE_DIR`, `KNOWLEDGE_INDEX_PATH` (in `STATE_DIR`).
     """
     inherited = dict(os.environ if base is None else base)
     settings = parse_env_file(ENV_EXAMPLE)
@@ -186,6 +186,7 @@ def build_env(
     env.setdefault("WEB_ROOT", str(ROOT / "web" / "dist"))
     env.setdefault("AGENT_READY_FILE", str(Path(env["STATE_DIR"]) / "agent.ready"))
     env["AGENT_WORKERS"] = env.get("AGENT_WORKERS") or "1"
+    env.setdefault("KNOWLEDGE_INDEX_PATH", str(Path(env["STATE_DIR"]) / "knowledge.sqlite"))
     env["PYTHONPATH"] = os.pathsep.join(
         [str(ROOT / "agent"), str(ROOT / "token-server"), str(ROOT / "calls"), env.get("PYTHONPATH", "")]
     ).rstrip(os.pathsep)
@@ -425,10 +426,18 @@ def main(argv: list[str]) -> int:
     run_p.add_argument("--start-timeout", type=float, default=90.0, metavar="S",
                        help="seconds every service has to become healthy (default 90)")
     sub.add_parser("init-env", help="create .env with fresh LiveKit keys if missing")
+    exec_p = sub.add_parser("exec", help="run a command with the stack's environment (.env and defaults)")
+    exec_p.add_argument("argv", nargs=argparse.REMAINDER, help="-- command [arguments]")
     args = parser.parse_args(argv)
     if args.command == "init-env":
         ensure_env_file(ROOT / ".env")
         return 0
+    if args.command == "exec":
+        command = args.argv[1:] if args.argv[:1] == ["--"] else args.argv
+        if not command:
+            parser.error("exec needs a command")
+        os.chdir(ROOT)
+        os.execvpe(command[0], command, build_env())
     return run(args.env_file, args.start_timeout)
 
 

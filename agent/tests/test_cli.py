@@ -1,4 +1,4 @@
-"""`python -m voice_agent`: bad settings give one line and a non-zero exit, not a traceback."""
+"""`python -m voice_agent`: bad settings give one line per mistake and a non-zero exit, not a traceback."""
 
 from __future__ import annotations
 
@@ -21,14 +21,26 @@ def run_cli(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]
     )
 
 
-def test_missing_settings_are_named_in_one_line() -> None:
+def test_missing_settings_are_named_one_line_each() -> None:
     result = run_cli({}, "start")
     assert result.returncode == 2
     lines = result.stderr.strip().splitlines()
-    assert len(lines) == 1, result.stderr
-    assert lines[0].startswith("voice_agent: invalid settings:")
-    for name in ("LIVEKIT_URL", "LIVEKIT_API_KEY", "LIVEKIT_API_SECRET", "AGENT_NAME"):
-        assert name in lines[0]
+    names = ("LIVEKIT_URL", "LIVEKIT_API_KEY", "LIVEKIT_API_SECRET", "AGENT_NAME")
+    assert len(lines) == len(names), result.stderr
+    for line, name in zip(lines, names, strict=True):
+        assert line == f"voice_agent: invalid setting {name}: Field required"
+
+
+def test_a_bad_mcp_server_entry_names_the_field() -> None:
+    env = {"LIVEKIT_URL": "ws://127.0.0.1:1", "LIVEKIT_API_KEY": "k", "LIVEKIT_API_SECRET": "s" * 40,
+           "AGENT_NAME": "a", "MCP_SERVERS": '[{"name": "crm", "url": "https://crm.example.org/mcp"}]',
+           "AGENT_TOOL_FILLER_AFTER_S": "-1"}
+    result = run_cli(env, "start")
+    assert result.returncode == 2
+    assert result.stderr.strip().splitlines() == [
+        "voice_agent: invalid setting MCP_SERVERS[0].allowed_tools: Field required",
+        "voice_agent: invalid setting AGENT_TOOL_FILLER_AFTER_S: Input should be greater than or equal to 0",
+    ]
 
 
 def test_unknown_command_is_refused() -> None:

@@ -1,14 +1,18 @@
 """Command line: `python -m voice_agent start` runs the worker (production mode).
 
-Settings are checked first so that a bad environment gives one clear line and
-exit code 2, not a traceback; missing Gemini credentials only warn, because the
-worker still registers and tells callers it is not configured.
+Settings are checked first so that a bad environment gives one clear line per mistake
+and exit code 2, not a traceback; missing Gemini credentials only warn, because the
+worker still registers and tells callers it is not configured. While the worker starts,
+the knowledge folder is indexed if it changed and the MCP servers are tried: problems
+there are warnings.
 """
 
 from __future__ import annotations
 
 import os
 import sys
+import threading
+from typing import Any
 
 from pydantic import ValidationError
 
@@ -22,10 +26,8 @@ def main(argv: list[str]) -> int:
     try:
         settings = AgentSettings()
     except ValidationError as exc:
-        problems = "; ".join(
-            f"{'/'.join(str(p) for p in err['loc']) or 'settings'}: {err['msg']}" for err in exc.errors()
-        )
-        print(f"voice_agent: invalid settings: {problems}", file=sys.stderr)
+        for err in exc.errors():
+            print(f"voice_agent: invalid setting {_location(err['loc'])}: {err['msg']}", file=sys.stderr)
         return 2
     missing = settings.missing_model_credentials()
     if missing:
@@ -36,8 +38,6 @@ def main(argv: list[str]) -> int:
         print("usage: python -m voice_agent start [--log-level LEVEL]", file=sys.stderr)
         return 2
 
-    from livekit.agents.__main__ import main as agents_main
-
     from .resilience import UntestedPluginError, check_plugin_version
 
     try:
@@ -45,7 +45,14 @@ def main(argv: list[str]) -> int:
     except UntestedPluginError as exc:
         print(f"voice_agent: {exc}", file=sys.stderr)
         return 2
+    # Index the knowledge folder and try the MCP servers while the worker starts: a large
+    # folder must not hold up registration (calls use the previous index until it is done).
+    threading.Thread(target=_check_operator_tools, args=(settings,), name="operator-tools-check", daemon=True).start()
+
+    from livekit.agents.__main__ import main as agents_main
+
     from . import server
+
     if settings.ready_file is not None:
         settings.ready_file.unlink(missing_ok=True)  # set again by the registration (server.py)
     try:
@@ -53,6 +60,31 @@ def main(argv: list[str]) -> int:
     finally:
         if settings.ready_file is not None:
             settings.ready_file.unlink(missing_ok=True)
+
+
+def _check_operator_tools(settings: Any) -> None:
+    """`operator_tools.check_at_start`, its findings one line each on stderr."""
+    from .operator_tools import check_at_start
+
+    if settings.knowledge_dir is not None:
+        print(f"voice_agent: knowledge: checking {settings.knowledge_dir} (index {settings.knowledge_index_path})",
+              file=sys.stderr, flush=True)
+    try:
+        notes, warnings = check_at_start(settings)
+    except Exception as exc:  # a bug here must not go unnoticed, nor stop the worker
+        notes, warnings = [], [f"checking KNOWLEDGE_DIR and MCP_SERVERS failed: {type(exc).__name__}: {exc}"]
+    for line in notes:
+        print(f"voice_agent: {line}", file=sys.stderr, flush=True)
+    for line in warnings:
+        print(f"voice_agent: warning: {line}", file=sys.stderr, flush=True)
+
+
+def _location(loc: tuple[int | str, ...]) -> str:
+    """A pydantic error location as the setting people write: `MCP_SERVERS[0].url`."""
+    text = ""
+    for part in loc:
+        text += f"[{part}]" if isinstance(part, int) else (f".{part}" if text else str(part))
+    return text or "settings"
 
 
 if __name__ == "__main__":

@@ -10,6 +10,7 @@ import unicodedata
 from livekit.agents import Agent, AgentSession, RunContext, ToolError, function_tool, llm
 
 from . import tools
+from .settings import DEFAULT_GREETING
 from .telephony import PhoneCall
 
 logger = logging.getLogger("voice_agent")
@@ -56,13 +57,16 @@ class Assistant(Agent):
         faq: tools.Faq,
         chat_ctx: llm.ChatContext | None = None,
         phone: PhoneCall | None = None,
+        greeting: str = DEFAULT_GREETING,
     ) -> None:
-        """`phone`: the call is a phone call; its tools (end, transfer) join the assistant's."""
+        """`phone`: the call is a phone call; its tools (end, transfer) join the assistant's.
+        `greeting`: what the model is asked to say first (`AGENT_GREETING`)."""
         self.greeting_done = asyncio.Event()
         super().__init__(
             instructions=instructions, chat_ctx=chat_ctx, tools=phone.tools(self._after_greeting) if phone else None
         )
         self._faq = faq
+        self._greeting = greeting
 
     async def greet(
         self, session: AgentSession, participant_name: str | None, *, instructions: str | None = None
@@ -77,7 +81,7 @@ class Assistant(Agent):
         out (or was interrupted); then the tools unlock.
         """
         if instructions is None:
-            instructions = "Greet the caller warmly in one short sentence and offer help."
+            instructions = self._greeting
             name = display_name_for_model(participant_name)
             if name:
                 instructions += (

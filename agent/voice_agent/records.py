@@ -8,7 +8,7 @@ Schema (the token server reads it with `token_server.records`; keep the two in s
                                          calls add phone_number, sip_call_id, direction
                                          (inbound | outbound)
     voice:call:{room}:events     STREAM  one entry per event, fields:
-                                         type  turn | tool | usage | lifecycle
+                                         type  turn | tool | usage | lifecycle | sources
                                          at    Unix seconds
                                          job   the job that wrote it
                                          seq   per-job sequence number (a write retried
@@ -18,6 +18,8 @@ Schema (the token server reads it with `token_server.records`; keep the two in s
                                                tool {call_id, name, arguments, output, is_error}
                                                usage {input_tokens, output_tokens, total_tokens, ...}
                                                lifecycle {event, ...}
+                                               sources {sources: [citation]}: the knowledge
+                                                 a reply used; follows that reply's turn
     voice:calls                  ZSET    room -> started_at (listing, newest first)
     voice:calls:open             SET     rooms whose call has not ended (the watchdog's work list)
     voice:call:{room}:agent      STRING  the job that holds the room (one agent per room);

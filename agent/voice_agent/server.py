@@ -38,7 +38,7 @@ from livekit.agents import (
     room_io,
 )
 
-from . import records, telephony
+from . import operator_tools, records, telephony
 from .assistant import Assistant
 from .capacity import CapacityPublisher
 from .link import FILLER_TEXT, CallLink, clip_frames
@@ -178,8 +178,12 @@ async def entrypoint(ctx: JobContext) -> None:
         ctx.shutdown(reason=missing)
         return
 
+    # The operator's knowledge index and MCP servers, opened while the room is claimed.
+    opening_tools = asyncio.create_task(operator_tools.open_for_call(settings))
     # 0. hold the room: one agent per room, even when a dispatch is repeated (records.py).
     call = await _hold_room(ctx)
+    own_tools = await opening_tools
+    ctx.add_shutdown_callback(own_tools.aclose)
     if call is False:
         ctx.shutdown(reason="another agent serves this room")
         return
@@ -200,8 +204,11 @@ async def entrypoint(ctx: JobContext) -> None:
     for turn in earlier:  # an earlier agent of this call died or was drained: pick it up
         chat_ctx.add_message(role=turn.role, content=turn.text)  # type: ignore[arg-type]
     assistant = Assistant(
-        instructions=settings.instructions, faq=Faq.load(settings.faq_path), chat_ctx=chat_ctx if earlier else None,
+        instructions=settings.instructions + own_tools.instructions,
+        faq=Faq.load(settings.faq_path),
+        chat_ctx=chat_ctx if earlier else None,
         phone=phone,
+        greeting=settings.greeting,
     )
     model = build_realtime_model(settings)
     # Gemini Live does turn detection and barge-in server-side: no local VAD or STT.
@@ -217,6 +224,10 @@ async def entrypoint(ctx: JobContext) -> None:
     ctx.add_shutdown_callback(link.aclose)
     if call is not None:
         records.record_session(session, call)
+    await own_tools.install(
+        assistant, session, ready=assistant.greeting_done, tell=lambda text: _tell_caller(ctx, text),
+        play_filler=lambda: _play_filler(session), record=call.event if call else None,
+    )
 
     @session.on("close")
     def _on_close(event: CloseEvent) -> None:

@@ -6,16 +6,60 @@ one source; nothing here reads files of its own.
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Any, Literal
+from urllib.parse import urlsplit
 
-from pydantic import AliasChoices, Field, SecretStr
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic import AliasChoices, BaseModel, ConfigDict, Field, HttpUrl, SecretStr, field_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 #: Default FAQ shipped with the package (TOML, `[[entry]]` tables).
 DEFAULT_FAQ_PATH = Path(__file__).with_name("faq.toml")
 #: "One moment, please." (espeak-ng, 24 kHz mono PCM16 WAV): played while the model reconnects.
 DEFAULT_FILLER_WAV = Path(__file__).parent / "clips" / "one_moment.wav"
+#: What the model is asked to say first (`AGENT_GREETING`); the caller's name is added when known.
+DEFAULT_GREETING = "Greet the caller warmly in one short sentence and offer help."
+#: Where the knowledge index lives unless KNOWLEDGE_INDEX_PATH says otherwise.
+DEFAULT_KNOWLEDGE_INDEX = Path.home() / ".cache" / "voice-agent" / "knowledge.sqlite"
+
+
+class McpServerConfig(BaseModel):
+    """One entry of `MCP_SERVERS` (a JSON list): an MCP server whose tools the agent may use.
+
+    Example: `{"name": "orders", "url": "https://orders.internal/mcp", "bearer_token": "...",
+    "allowed_tools": ["find_order"], "timeout_s": 8}`.
+    """
+
+    model_config = ConfigDict(extra="forbid")
+
+    #: A short name for logs and the call record (letters, digits, `_`, `-`).
+    name: str = Field(pattern=r"^[A-Za-z0-9_-]{1,40}$")
+    #: The server's endpoint, http:// or https://.
+    url: HttpUrl
+    #: "streamable_http" or "sse"; unset: "sse" when the URL path ends in /sse, else streamable HTTP.
+    transport: Literal["streamable_http", "sse"] | None = None
+    #: Sent as `Authorization: Bearer <token>`.
+    bearer_token: SecretStr | None = None
+    #: Other request headers (values are kept out of logs).
+    headers: dict[str, SecretStr] = Field(default_factory=dict)
+    #: The only tools of this server the model is offered (its other tools are never declared).
+    allowed_tools: list[str] = Field(min_length=1)
+    #: A tool call that takes longer is cancelled and the model gets an error result, seconds.
+    timeout_s: float = Field(default=10.0, gt=0, le=300)
+
+    @property
+    def transport_type(self) -> Literal["streamable_http", "sse"]:
+        if self.transport is not None:
+            return self.transport
+        return "sse" if urlsplit(str(self.url)).path.rstrip("/").endswith("/sse") else "streamable_http"
+
+    def request_headers(self) -> dict[str, str]:
+        """The HTTP headers to send (secrets revealed: for the transport only)."""
+        headers = {k: v.get_secret_value() for k, v in self.headers.items()}
+        if self.bearer_token is not None:
+            headers["Authorization"] = f"Bearer {self.bearer_token.get_secret_value()}"
+        return headers
 
 
 class AgentSettings(BaseSettings):
@@ -64,6 +108,9 @@ class AgentSettings(BaseSettings):
         ),
         validation_alias="AGENT_INSTRUCTIONS",
     )
+
+    #: What the agent is asked to say first (the caller's name is added when known).
+    greeting: str = Field(default=DEFAULT_GREETING, min_length=1, validation_alias="AGENT_GREETING")
 
     #: Context-window compression (sliding window) starts at this many tokens; unset: the
     #: service's default. Lets audio sessions run past the ~15-minute cap without a 1007 close.
@@ -157,6 +204,22 @@ class AgentSettings(BaseSettings):
     process_start_timeout_s: float = Field(default=30.0, gt=0, validation_alias="AGENT_PROCESS_START_TIMEOUT_S")
     drain_timeout_s: int = Field(default=600, ge=0, validation_alias="AGENT_DRAIN_TIMEOUT_S")
     log_level: str = Field(default="INFO", validation_alias="AGENT_LOG_LEVEL")
+
+    # The operator's own knowledge and tools (README "Make it yours"; knowledge.py, mcp_tools.py).
+    #: A folder of Markdown, text, HTML and PDF documents for `search_knowledge`; unset: no such tool.
+    knowledge_dir: Path | None = Field(default=None, validation_alias="KNOWLEDGE_DIR")
+    #: The search index of `knowledge_dir` (a SQLite file, rebuilt when the folder changed).
+    knowledge_index_path: Path = Field(default=DEFAULT_KNOWLEDGE_INDEX, validation_alias="KNOWLEDGE_INDEX_PATH")
+    #: Passages one search returns to the model.
+    knowledge_results: int = Field(default=3, ge=1, le=10, validation_alias="KNOWLEDGE_RESULTS")
+    #: The operator's MCP servers, a JSON list of `McpServerConfig` objects.
+    mcp_servers: Annotated[list[McpServerConfig], NoDecode] = Field(
+        default_factory=list, validation_alias="MCP_SERVERS"
+    )
+    #: Connecting to one MCP server (and listing its tools) at a call's start may take this long, seconds.
+    mcp_connect_timeout_s: float = Field(default=3.0, gt=0, le=60, validation_alias="MCP_CONNECT_TIMEOUT_S")
+    #: A knowledge or MCP tool still running after this long gets the filler clip, seconds.
+    tool_filler_after_s: float = Field(default=1.5, ge=0, validation_alias="AGENT_TOOL_FILLER_AFTER_S")
     #: Written with the worker id once LiveKit has accepted the registration, removed at
     #: start and at exit: a readiness probe (`GET /` answers OK before registration).
     ready_file: Path | None = Field(default=None, validation_alias="AGENT_READY_FILE")
@@ -165,6 +228,28 @@ class AgentSettings(BaseSettings):
     def worker_health_port(self) -> int:
         """The TCP port this worker's health server binds: `health_port + worker_index`, or 0 (any)."""
         return self.health_port + self.worker_index if self.health_port else 0
+
+    @field_validator("knowledge_dir", mode="before")
+    @classmethod
+    def _empty_is_unset(cls, value: Any) -> Any:
+        return None if isinstance(value, str) and not value.strip() else value
+
+    @field_validator("mcp_servers", mode="before")
+    @classmethod
+    def _parse_mcp_servers(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            if not value.strip():
+                return []
+            try:
+                value = json.loads(value)
+            except json.JSONDecodeError as exc:
+                raise ValueError(f"not a JSON list of servers ({exc.msg} at character {exc.pos})") from None
+        if isinstance(value, list):
+            names = [s.get("name") for s in value if isinstance(s, dict)]
+            repeated = sorted({n for n in names if n is not None and names.count(n) > 1})
+            if repeated:
+                raise ValueError(f"server names must be unique: {', '.join(map(str, repeated))}")
+        return value
 
     def missing_model_credentials(self) -> str | None:
         """Say what is missing for Gemini, or None when credentials are configured.

@@ -5,7 +5,7 @@ The agent (`agent/voice_agent/records.py`) is the writer and documents the schem
     voice:call:{room}          HASH    room, participant_identity, participant_name, metadata,
                                        started_at, ended_at, end_reason, jobs, redispatches
                                        [, phone_number, sip_call_id, direction: phone calls]
-    voice:call:{room}:events   STREAM  type (turn|tool|usage|lifecycle), at, job, seq, data (JSON)
+    voice:call:{room}:events   STREAM  type (turn|tool|usage|lifecycle|sources), at, job, seq, data (JSON)
     voice:calls                ZSET    room -> started_at
     voice:calls:open           SET     rooms whose call has not ended
 
@@ -76,7 +76,7 @@ def load_session(redis: Any, room: str) -> dict[str, Any] | None:
     Returns:
         None when there is no record of `room`; else
         `{room, participant_identity, participant_name, started_at, ended_at, end_reason, open,
-        jobs [, phone_number, sip_call_id, direction], turns: [{at, role, text, interrupted}],
+        jobs [, phone_number, sip_call_id, direction], turns: [{at, role, text, interrupted, sources?}],
         tool_calls: [{at, call_id, name, arguments, output, is_error}], usage: {input_tokens,
         output_tokens, total_tokens, responses}, events: [{at, event, ...}]}` (times: Unix seconds).
     """
@@ -105,6 +105,9 @@ def load_session(redis: Any, room: str) -> dict[str, Any] | None:
         if kind == "turn":
             turns.append({"at": at, "role": data.get("role"), "text": data.get("text", ""),
                           "interrupted": bool(data.get("interrupted"))})
+        elif kind == "sources":  # the knowledge sources of the reply just recorded
+            if turns and turns[-1]["role"] == "assistant":
+                turns[-1]["sources"] = list(data.get("sources") or [])
         elif kind == "tool":
             tools.append({"at": at, **{k: data.get(k) for k in ("call_id", "name", "arguments", "output", "is_error")}})
         elif kind == "usage":
