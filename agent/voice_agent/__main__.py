@@ -21,13 +21,13 @@ def main(argv: list[str]) -> int:
     """Validate settings, then hand over to livekit-agents' `start` command."""
     # Gemini does turn detection: do not load local turn-detector weights in each worker.
     os.environ.setdefault("LIVEKIT_AGENTS_PRELOAD_LOCAL_INFERENCE", "0")
-    from .settings import AgentSettings
+    from .settings import AgentSettings, describe_errors
 
     try:
         settings = AgentSettings()
     except ValidationError as exc:
-        for err in exc.errors():
-            print(f"voice_agent: invalid setting {_location(err['loc'])}: {err['msg']}", file=sys.stderr)
+        for line in describe_errors(exc):
+            print(f"voice_agent: {line}", file=sys.stderr)
         return 2
     missing = settings.missing_model_credentials()
     if missing:
@@ -77,14 +77,6 @@ def _check_operator_tools(settings: Any) -> None:
         print(f"voice_agent: {line}", file=sys.stderr, flush=True)
     for line in warnings:
         print(f"voice_agent: warning: {line}", file=sys.stderr, flush=True)
-
-
-def _location(loc: tuple[int | str, ...]) -> str:
-    """A pydantic error location as the setting people write: `MCP_SERVERS[0].url`."""
-    text = ""
-    for part in loc:
-        text += f"[{part}]" if isinstance(part, int) else (f".{part}" if text else str(part))
-    return text or "settings"
 
 
 if __name__ == "__main__":

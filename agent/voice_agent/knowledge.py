@@ -292,7 +292,7 @@ def main(argv: list[str]) -> int:
 
     from pydantic import ValidationError
 
-    from .settings import AgentSettings
+    from .settings import AgentSettings, describe_errors
 
     parser = argparse.ArgumentParser(prog="knowledge", description="Index and search the knowledge folder.")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -305,8 +305,8 @@ def main(argv: list[str]) -> int:
     try:
         settings = AgentSettings()
     except ValidationError as exc:
-        for err in exc.errors():
-            print(f"knowledge: invalid setting {'.'.join(map(str, err['loc']))}: {err['msg']}", file=sys.stderr)
+        for line in describe_errors(exc):
+            print(f"knowledge: {line}", file=sys.stderr)
         return 2
     if settings.knowledge_dir is None:
         print("knowledge: KNOWLEDGE_DIR is not set (in .env): nothing to index", file=sys.stderr)

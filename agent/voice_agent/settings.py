@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 from urllib.parse import urlsplit
 
-from pydantic import AliasChoices, BaseModel, ConfigDict, Field, HttpUrl, SecretStr, field_validator
+from pydantic import AliasChoices, BaseModel, ConfigDict, Field, HttpUrl, SecretStr, ValidationError, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 #: Default FAQ shipped with the package (TOML, `[[entry]]` tables).
@@ -267,3 +267,15 @@ class AgentSettings(BaseSettings):
                 "with GOOGLE_CLOUD_PROJECT) in .env"
             )
         return None
+
+
+def describe_errors(error: ValidationError) -> list[str]:
+    """One line per mistake, naming the setting as people write it in `.env`:
+    `invalid setting MCP_SERVERS[0].url: Input should be a valid URL, ...`."""
+    lines = []
+    for err in error.errors():
+        where = ""
+        for part in err["loc"]:
+            where += f"[{part}]" if isinstance(part, int) else (f".{part}" if where else str(part))
+        lines.append(f"invalid setting {where or 'settings'}: {err['msg']}")
+    return lines
