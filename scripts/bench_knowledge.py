@@ -166,16 +166,21 @@ def quality(search: Search, questions: list[Question]) -> dict[str, dict[str, fl
 
 
 def latency(search: Search, questions: list[Question], repeat: int) -> dict[str, float]:
-    p50s, p95s = [], []
+    """Wall-clock p50/p95 per search, and the p95 of the CPU time the process spent on it
+    (on a shared machine the wall clock also counts waiting for a core), medians of runs."""
+    p50s, p95s, cpu95s = [], [], []
     for _ in range(repeat):
-        times = []
+        wall, cpu = [], []
         for q in questions:
-            started = time.perf_counter()
+            started, started_cpu = time.perf_counter(), time.process_time()
             search(q.text)
-            times.append((time.perf_counter() - started) * 1000)
-        p50s.append(percentile(times, 50))
-        p95s.append(percentile(times, 95))
-    return {"p50_ms": statistics.median(p50s), "p95_ms": statistics.median(p95s)}
+            wall.append((time.perf_counter() - started) * 1000)
+            cpu.append((time.process_time() - started_cpu) * 1000)
+        p50s.append(percentile(wall, 50))
+        p95s.append(percentile(wall, 95))
+        cpu95s.append(percentile(cpu, 95))
+    return {"p50_ms": statistics.median(p50s), "p95_ms": statistics.median(p95s),
+            "cpu_p95_ms": statistics.median(cpu95s)}
 
 
 def embedding_search(kb: KnowledgeBase) -> tuple[Search, float]:
@@ -250,7 +255,7 @@ def main(argv: list[str]) -> int:
             searches["hybrid"] = (fused(bm25, searches["embeddings"][0]), report.seconds + searches["embeddings"][1])
 
         results = {}
-        print(f"{'method':<11}{'build s':>9}{'p50 ms':>9}{'p95 ms':>9}   "
+        print(f"{'method':<11}{'build s':>9}{'p50 ms':>9}{'p95 ms':>9}{'cpu p95':>9}   "
               f"{'lexical R@1  R@3  MRR':>22}   {'paraphrase R@1  R@3  MRR':>25}")
         for name in [m for m in methods if m in searches]:
             search, build_s = searches[name]
@@ -259,7 +264,7 @@ def main(argv: list[str]) -> int:
             results[name] = {"build_s": round(build_s, 2), **{k: round(v, 2) for k, v in t.items()},
                              **{f"{p}_{m}": round(v, 3) for p, ms in q.items() for m, v in ms.items()}}
             lex, par = q["lexical"], q["paraphrase"]
-            print(f"{name:<11}{build_s:9.1f}{t['p50_ms']:9.2f}{t['p95_ms']:9.2f}   "
+            print(f"{name:<11}{build_s:9.1f}{t['p50_ms']:9.2f}{t['p95_ms']:9.2f}{t['cpu_p95_ms']:9.2f}   "
                   f"{lex['recall@1']:12.2f}{lex['recall@3']:5.2f}{lex['mrr@10']:5.2f}   "
                   f"{par['recall@1']:15.2f}{par['recall@3']:5.2f}{par['mrr@10']:5.2f}")
         kb.close()

@@ -180,7 +180,7 @@ def test_the_worker_start_warns_about_each_problem_and_goes_on(
     notes, warnings = check_at_start(AgentSettings())
     assert notes == []
     assert len(warnings) == 3, warnings
-    assert warnings[0].startswith("KNOWLEDGE_DIR: No such file or directory") or "not a folder" in warnings[0]
+    assert warnings[0] == f"KNOWLEDGE_DIR: no such folder ({tmp_path / 'no-such-folder'}): no search_knowledge tool"
     assert warnings[1].startswith("MCP_SERVERS: down is unreachable (ConnectError")
     assert warnings[2] == "MCP_SERVERS: orders does not offer the allowed tool refund"
 

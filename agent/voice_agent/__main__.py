@@ -45,14 +45,16 @@ def main(argv: list[str]) -> int:
     except UntestedPluginError as exc:
         print(f"voice_agent: {exc}", file=sys.stderr)
         return 2
-    # Index the knowledge folder and try the MCP servers while the worker starts: a large
-    # folder must not hold up registration (calls use the previous index until it is done).
-    threading.Thread(target=_check_operator_tools, args=(settings,), name="operator-tools-check", daemon=True).start()
 
     from livekit.agents.__main__ import main as agents_main
 
     from . import server
+    from .operator_tools import preload
 
+    # Index the knowledge folder and try the MCP servers while the worker starts: a large
+    # folder must not hold up registration (calls use the previous index until it is done).
+    preload(settings)
+    threading.Thread(target=_check_operator_tools, args=(settings,), name="operator-tools-check", daemon=True).start()
     if settings.ready_file is not None:
         settings.ready_file.unlink(missing_ok=True)  # set again by the registration (server.py)
     try:

@@ -147,6 +147,14 @@ def pack_blocks(blocks: list[str], max_words: int) -> list[str]:
     return passages
 
 
+def load_readers() -> None:
+    """Import the parsers (markdown-it-py, markdownify, pypdf) now rather than at the first
+    document: they are imported lazily so that a job, which only searches, never loads them."""
+    import markdown_it  # noqa: F401
+    import markdownify  # noqa: F401
+    import pypdf  # noqa: F401
+
+
 def _markdown_sections(text: str) -> Iterator[tuple[str, list[str]]]:
     """(heading path, top-level blocks) for each section of a Markdown text."""
     from markdown_it import MarkdownIt

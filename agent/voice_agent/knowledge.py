@@ -23,6 +23,7 @@ Why BM25 and not embeddings: measured by `scripts/bench-knowledge` (figures in t
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import os
 import re
@@ -109,7 +110,9 @@ def ensure_index(folder: Path, index_path: Path, *, force: bool = False) -> Inde
         OSError: the folder cannot be read or the index cannot be written.
     """
     if not folder.is_dir():
-        raise (NotADirectoryError if folder.exists() else FileNotFoundError)(f"{folder} is not a folder")
+        if folder.exists():
+            raise NotADirectoryError(errno.ENOTDIR, "not a folder", str(folder))
+        raise FileNotFoundError(errno.ENOENT, "no such folder", str(folder))
     current = fingerprint(folder)
     if not force and indexed_fingerprint(index_path) == current:
         return IndexReport(rebuilt=False, passages=_stored_count(index_path))
@@ -315,7 +318,7 @@ def main(argv: list[str]) -> int:
         try:
             report = ensure_index(settings.knowledge_dir, settings.knowledge_index_path, force=args.force)
         except OSError as exc:
-            print(f"knowledge: {exc.strerror or exc}: {settings.knowledge_dir}", file=sys.stderr)
+            print(f"knowledge: {exc.strerror or exc}: {exc.filename or settings.knowledge_dir}", file=sys.stderr)
             return 2
         for source, reason in report.skipped:
             print(f"knowledge: skipped {source}: {reason}", file=sys.stderr)

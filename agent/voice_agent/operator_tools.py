@@ -116,6 +116,18 @@ def _tool_name(tool: Any) -> str:
     return getattr(tool, "id", "")
 
 
+def preload(settings: AgentSettings) -> None:
+    """Import what `check_at_start` will need (the MCP SDK, the document readers), in the
+    calling thread: Python's imports must not race between threads, and `check_at_start`
+    runs beside the worker's own start."""
+    if settings.mcp_servers:
+        import livekit.agents.llm.mcp  # noqa: F401
+    if settings.knowledge_dir is not None:
+        from .documents import load_readers
+
+        load_readers()
+
+
 def check_at_start(settings: AgentSettings) -> tuple[list[str], list[str]]:
     """The worker's start: index the knowledge folder if it changed, and try each MCP server.
 
@@ -134,7 +146,8 @@ def check_at_start(settings: AgentSettings) -> tuple[list[str], list[str]]:
         try:
             report = ensure_index(settings.knowledge_dir, settings.knowledge_index_path)
         except OSError as exc:
-            warnings.append(f"KNOWLEDGE_DIR: {exc.strerror or exc} ({settings.knowledge_dir}): no search_knowledge tool")
+            where = exc.filename or settings.knowledge_dir
+            warnings.append(f"KNOWLEDGE_DIR: {exc.strerror or exc} ({where}): no search_knowledge tool")
         else:
             warnings += [f"KNOWLEDGE_DIR: skipped {source}: {reason}" for source, reason in report.skipped]
             if report.rebuilt:

@@ -16,7 +16,7 @@ import json
 import shutil
 import subprocess
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -27,6 +27,7 @@ from tests.audio import synthesize
 from tests.corpus import RETURNS, WARRANTY, write_corpus
 from tests.e2e.caller import MIC_SAMPLE_RATE, Caller
 from tests.e2e.harness import ProcessStack, free_port, running_stack
+from voice_agent.link import FILLER_TEXT
 from tests.e2e.test_call import read_call_record, session_for
 from tests.standins.gemini_live import (
     GeminiLiveStandin,
@@ -43,8 +44,8 @@ pytestmark = pytest.mark.e2e
 TOKEN = "orders-" + "t" * 32
 #: The slow tool's budget in MCP_SERVERS, and how long it would really take.
 SLOW_TIMEOUT_S, SLOW_TOOL_S = 2.0, 30.0
-FILLER_TEXT = "One moment, please."
 APOLOGY = "Sorry, that system is not answering right now."
+GREETING = "Greet the caller on behalf of Acme Heating in one short sentence."
 
 
 def cite_or_apologise(turn: TurnInput) -> str:
@@ -96,6 +97,7 @@ def own_stack(
         "MCP_SERVERS": json.dumps(servers),
         "MCP_CONNECT_TIMEOUT_S": "10",  # a busy test machine; the servers answer in milliseconds
         "AGENT_TOOL_FILLER_AFTER_S": "0.5",
+        "AGENT_GREETING": GREETING,
     }
     with running_stack(model.base_url, str(model.ca_file), tmp_path_factory.mktemp("own-tools-state"),
                        artifacts / "logs" / "own-tools", extra) as processes:
@@ -118,11 +120,16 @@ def tool_call(model: GeminiLiveStandin) -> Iterator[Any]:
     model.config = config
 
 
-async def ask(stack_: ProcessStack, model: GeminiLiveStandin) -> tuple[SessionRecord, list[str], dict[str, Any]]:
+async def ask(
+    stack_: ProcessStack, model: GeminiLiveStandin, until: Callable[[list[str]], bool] | None = None
+) -> tuple[SessionRecord, list[str], str]:
     """One call: greeting, a spoken question, the tool round trip and the answer.
 
+    Args:
+        until: hang up once the agent's transcript lines satisfy it (default: the answer came).
+
     Returns:
-        The model session, the agent's transcript lines and the call record.
+        The model session, the agent's transcript lines and the room.
     """
     started = time.monotonic()
     async with Caller(stack_.token_url, name="Ada") as caller:
@@ -139,14 +146,26 @@ async def ask(stack_: ProcessStack, model: GeminiLiveStandin) -> tuple[SessionRe
         await caller.wait_until(lambda: caller.agent_audio.first_audible_after(spoke_until) is not None, 15,
                                 "the answer's audio")
         agent = caller.agent_identity() or ""
-        await caller.wait_until(lambda: len(caller.transcript_of(agent)) >= 2, 15, "the answer in the transcript")
-        await asyncio.sleep(1.0)  # the sources line follows the answer
-        lines = [t.text for t in caller.transcript_of(agent)]
+
+        def lines() -> list[str]:
+            return [t.text for t in caller.transcript_of(agent)]
+
+        await caller.wait_until(lambda: (until or (lambda got: len(got) >= 2))(lines()), 20,
+                                "the answer in the transcript")
         room = str(caller.token["room_name"])
-        record = await asyncio.to_thread(read_call_record, stack_, room)
     session = next(s for s in model.sessions if s.session_id == session_id)
     assert not session.errors, session.errors
-    return session, lines, record
+    return session, lines(), room
+
+
+async def record_of(stack_: ProcessStack, room: str, ready: Callable[[dict[str, Any]], bool]) -> dict[str, Any]:
+    """The call's record from the records API, once `ready(record)` holds (it is written as the call goes)."""
+    deadline = time.monotonic() + 15
+    while True:
+        record = await asyncio.to_thread(read_call_record, stack_, room)
+        if ready(record) or time.monotonic() > deadline:
+            return record
+        await asyncio.sleep(0.25)
 
 
 def reindex(stack_: ProcessStack) -> str:
@@ -161,9 +180,11 @@ async def test_a_question_is_answered_from_the_document_that_holds_it(
     own_stack: ProcessStack, model: GeminiLiveStandin, tool_call: Any
 ) -> None:
     tool_call("search_knowledge", query=RETURNS.question)
-    session, lines, record = await ask(own_stack, model)
+    session, lines, room = await ask(own_stack, model, until=lambda got: any(l.startswith("Sources: ") for l in got))
+    record = await record_of(own_stack, room, lambda r: any(t.get("sources") for t in r["turns"]))
 
     assert session.setup is not None
+    assert GREETING in session.turns[0].text and "Ada" in session.turns[0].text  # AGENT_GREETING
     offered = session.setup.function_names
     assert {"search_knowledge", FAST_TOOL, SLOW_TOOL} <= set(offered) and FORBIDDEN_TOOL not in offered
     assert "call search_knowledge first" in session.setup.system_instruction
@@ -190,7 +211,7 @@ async def test_reindexing_picks_up_a_changed_document(
     assert "up to date" in reindex(own_stack)  # nothing changed since
 
     tool_call("search_knowledge", query=WARRANTY.question)
-    session, _lines, _record = await ask(own_stack, model)
+    session, _lines, _room = await ask(own_stack, model)
     output = session.tool_calls[0].response["output"]  # type: ignore[index]
     assert f"[1] {WARRANTY.citation}\nThe HP-200 heat pump carries a ten-year parts warranty" in output
 
@@ -220,7 +241,8 @@ async def test_an_mcp_tool_answers_by_call_id(
     own_stack: ProcessStack, model: GeminiLiveStandin, mcp_server: McpStandin, tool_call: Any
 ) -> None:
     tool_call(FAST_TOOL, order_id="A-1017")
-    session, lines, record = await ask(own_stack, model)
+    session, lines, room = await ask(own_stack, model)
+    record = await record_of(own_stack, room, lambda r: bool(r["tool_calls"]))
 
     [call] = session.tool_calls
     assert call.response == {"output": f"Order A-1017: {ORDER_STATUS}."}
@@ -235,7 +257,8 @@ async def test_a_slow_mcp_tool_times_out_with_the_filler_then_an_apology(
     own_stack: ProcessStack, model: GeminiLiveStandin, mcp_server: McpStandin, tool_call: Any
 ) -> None:
     tool_call(SLOW_TOOL, month="2026-10")
-    session, lines, record = await ask(own_stack, model)
+    session, lines, room = await ask(own_stack, model, until=lambda got: APOLOGY in got)
+    record = await record_of(own_stack, room, lambda r: bool(r["tool_calls"]))
 
     [call] = session.tool_calls
     assert call.error is None, "the model waited for an answer that never came"
