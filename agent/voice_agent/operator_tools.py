@@ -116,6 +116,13 @@ def _tool_name(tool: Any) -> str:
     return getattr(tool, "id", "")
 
 
+def call_modules(settings: AgentSettings) -> tuple[str, ...]:
+    """Modules a call imports lazily for these settings, for the worker's forkserver to import
+    once (`preload_modules`): the MCP SDK takes seconds of CPU to import, which inside a call's
+    process blocks its event loop at the call's start."""
+    return ("livekit.agents.llm.mcp",) if settings.mcp_servers else ()
+
+
 def preload(settings: AgentSettings) -> None:
     """Import what `check_at_start` will need (the MCP SDK, the document readers), in the
     calling thread: Python's imports must not race between threads, and `check_at_start`

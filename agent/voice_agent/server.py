@@ -54,7 +54,10 @@ settings = AgentSettings()
 #: livekit-agents imports lazily at a call's start (its loop monitor names them).
 _CALL_MODULES = tuple(
     f"{__package__}.{name}"
-    for name in ("assistant", "capacity", "link", "model", "records", "resilience", "tools", "watchdog")
+    for name in (
+        "assistant", "capacity", "link", "model", "operator_tools", "records", "resilience", "telephony", "tools",
+        "watchdog",
+    )
 ) + ("livekit.agents.llm.async_toolset", "anyio._backends._asyncio", "anyio._core._sockets")
 #: livekit-agents requires a threshold below 1 in production; full means `max_calls` calls.
 _FULL = 0.999
@@ -85,7 +88,7 @@ server = AgentServer(
     initialize_process_timeout=settings.process_start_timeout_s,
     # Imported once in the forkserver and shared copy-on-write, so a call's process does not
     # spend a second of CPU importing them again (not this module: it builds the server).
-    preload_modules=list(_CALL_MODULES),
+    preload_modules=[*_CALL_MODULES, *operator_tools.call_modules(settings)],
     setup_fnc=prewarm,
     **({"num_idle_processes": settings.idle_processes} if settings.idle_processes is not None else {}),
 )
