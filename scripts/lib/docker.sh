@@ -1,6 +1,6 @@
 # A Docker engine, a compose command and the upstream images compose.yaml names; sourced
 # by scripts/test-compose after scripts/lib/bootstrap.sh (log, die, as_root, ensure_apt,
-# ensure_livekit, $ROOT, $CACHE_DIR).
+# ensure_livekit, ensure_sip, $ROOT, $CACHE_DIR).
 #
 # Upstream images come from their registry when it answers. When it does not (this
 # project's CI machines reach no container registry), a local stand-in is built under the
@@ -11,6 +11,7 @@
 #   redis:7.0.15                Debian's redis-server 7.0.15, upstream's docker-entrypoint.sh semantics
 #   caddy:2.6.2                 Debian's caddy 2.6.2
 #   livekit/livekit-server:*    livekit-server built by `go install` (bootstrap.sh)
+#   livekit/sip:*               livekit-sip built by `go build` (bootstrap.sh), upstream's runtime libraries
 # Stand-ins carry the label voice-appliance.standin=true.
 
 STANDINS="$ROOT/docker/standins"
@@ -146,6 +147,10 @@ standin_context() {
       ensure_livekit
       cp "$(command -v livekit-server)" "$dir/livekit-server"
       ;;
+    sip)
+      ensure_sip
+      cp "$(command -v livekit-sip)" "$dir/livekit-sip"
+      ;;
   esac
 }
 
@@ -159,6 +164,7 @@ build_standin() {
     redis:*)                  name=redis ;;
     caddy:*)                  name=caddy ;;
     livekit/livekit-server:*) name=livekit ;;
+    livekit/sip:*)            name=sip ;;
     *) die "no stand-in for $image: pull it (docker pull $image) or add one in docker/standins/" ;;
   esac
   if [ "$name" = debian ]; then

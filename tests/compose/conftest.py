@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 
 from tests.compose.harness import ComposeStack
+from tests.e2e.harness import telephony_overrides
 from tests.standins.gemini_live import GeminiLiveStandin
 
 
@@ -20,16 +21,17 @@ from tests.standins.gemini_live import GeminiLiveStandin
 def compose_stack(
     request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory, artifacts: Path
 ) -> Iterator[ComposeStack]:
-    """The whole appliance from compose.yaml, healthy, with the Gemini Live stand-in as model.
+    """The whole appliance from compose.yaml with its `telephony` profile, healthy, with the
+    Gemini Live stand-in as model and livekit-sip on loopback (harness.telephony_overrides).
 
     Sets SSL_CERT_FILE for the session to a bundle that trusts Caddy's internal CA, so the
     caller reaches the front door over verified HTTPS and WSS; `down -v` at the end.
     """
-    stack = ComposeStack.from_environment(artifacts / "compose")
+    stack = ComposeStack.from_environment(artifacts / "compose", profiles=("telephony",))
     if stack is None:
         pytest.skip("needs the stack prepared by scripts/test-compose (a Docker engine, built images)")
     standin: GeminiLiveStandin = request.getfixturevalue("standin")
-    stack.configure(standin.base_url, standin.ca_file)
+    stack.configure(standin.base_url, standin.ca_file, telephony_overrides())
     previous = os.environ.get("SSL_CERT_FILE")
     try:
         stack.up()

@@ -48,25 +48,29 @@ class ComposeStack:
         compose: the compose command, e.g. ``["docker", "compose"]``.
         project: the compose project name (containers, volumes).
         log_dir: where `compose.log` (every service's output) and `timings.json` go.
+        profiles: the compose profiles to run too (e.g. ``("telephony",)``).
     """
 
-    def __init__(self, project_dir: Path, compose: list[str], project: str, log_dir: Path) -> None:
+    def __init__(
+        self, project_dir: Path, compose: list[str], project: str, log_dir: Path, profiles: tuple[str, ...] = ()
+    ) -> None:
         self.dir = project_dir
-        self.compose = [*compose, "-p", project, "-f", "compose.yaml", "-f", str(OVERRIDE)]
+        profile_args = [arg for name in profiles for arg in ("--profile", name)]
+        self.compose = [*compose, *profile_args, "-p", project, "-f", "compose.yaml", "-f", str(OVERRIDE)]
         self.project = project
         self.log_dir = log_dir
         self.timings: dict[str, float] = {}
         log_dir.mkdir(parents=True, exist_ok=True)
 
     @classmethod
-    def from_environment(cls, log_dir: Path) -> ComposeStack | None:
+    def from_environment(cls, log_dir: Path, profiles: tuple[str, ...] = ()) -> ComposeStack | None:
         """The stack `scripts/test-compose` prepared, or None when not run by it."""
         project_dir = os.environ.get("APPLIANCE_COMPOSE_DIR")
         if not project_dir:
             return None
         compose = shlex.split(os.environ.get("APPLIANCE_COMPOSE", "docker compose"))
         project = os.environ.get("APPLIANCE_COMPOSE_PROJECT", "voice-appliance-test")
-        return cls(Path(project_dir), compose, project, log_dir)
+        return cls(Path(project_dir), compose, project, log_dir, profiles)
 
     # --- settings ---------------------------------------------------------------------
 
@@ -110,7 +114,8 @@ class ComposeStack:
         )
 
     def up(self, timeout_s: float = 300) -> None:
-        """`up -d` (images already built), then wait until every container is healthy.
+        """`up -d` (images already built), then wait until every container is healthy (one-shot
+        jobs: finished with status 0).
 
         Raises:
             RuntimeError: a container exited or stayed unhealthy; the message has the logs' tail.
@@ -123,7 +128,7 @@ class ComposeStack:
         deadline = started + timeout_s
         while True:
             states = self.health()
-            if states and all(state == "healthy" for state in states.values()):
+            if states and all(state in {"healthy", "completed"} for state in states.values()):
                 break
             bad = {name: s for name, s in states.items() if s in {"exited", "dead", "restarting", "unhealthy"}}
             if bad or time.monotonic() > deadline:
@@ -160,18 +165,21 @@ class ComposeStack:
         return json.loads(out)[0]
 
     def health(self) -> dict[str, str]:
-        """Service name -> health status ("starting", "healthy", "unhealthy"), or the
-        container's state when it is not running."""
+        """Service name -> health status ("starting", "healthy", "unhealthy"), "completed" for a
+        container that exited with status 0 (a one-shot job), or the container's state."""
         return {service: self.container_health(container) for service, container in self.containers().items()}
 
     @staticmethod
     def container_health(container: str) -> str:
-        """One container's health status, or its state when it is not running."""
+        """One container's health status, "completed" (exited 0), or its state when it is not running."""
         out = subprocess.run(
-            ["docker", "inspect", "-f", "{{.State.Status}} {{if .State.Health}}{{.State.Health.Status}}{{end}}",
+            ["docker", "inspect", "-f",
+             "{{.State.Status}} {{.State.ExitCode}} {{if .State.Health}}{{.State.Health.Status}}{{end}}",
              container], capture_output=True, text=True, check=True,
         ).stdout.split()
-        return out[1] if out[0] == "running" and len(out) > 1 else out[0]
+        if out[0] == "running":
+            return out[2] if len(out) > 2 else "running"
+        return "completed" if out[:2] == ["exited", "0"] else out[0]
 
     def copy_out(self, service: str, path: str, dest: Path) -> Path:
         """Copy a file out of a service's container (`docker cp`)."""

@@ -22,6 +22,7 @@ import redis
 
 from tests.compose.harness import ComposeStack
 from tests.e2e.test_call import check_a_whole_call
+from tests.e2e.test_phone import CALLER, check_an_inbound_call
 from tests.standins.gemini_live import GeminiLiveStandin
 
 #: Bringing the stack up is part of the first test's setup.
@@ -51,6 +52,29 @@ async def test_a_call_through_the_https_front_door(compose_stack: ComposeStack, 
             break
         time.sleep(0.5)
     assert {"room_started", "participant_joined"} <= events, events
+
+
+def test_a_phone_call_through_the_telephony_profile(
+    compose_stack: ComposeStack, standin: GeminiLiveStandin, tmp_path: Path
+) -> None:
+    """sip-provision provisioned the trunk, and the sip container bridges the same inbound call
+    as the native stack's (tests/e2e/test_phone.py); the agent records it with the number."""
+    started = time.monotonic()
+    call = check_an_inbound_call(int(compose_stack.env["SIP_PORT"]), standin, tmp_path)
+    compose_stack.timings["phone_call_test_s"] = time.monotonic() - started
+
+    env = compose_stack.env
+    store = redis.Redis(host="127.0.0.1", port=int(env["REDIS_PORT"]), password=env["APPLIANCE_REDIS_PASSWORD"],
+                        decode_responses=True)
+    deadline = time.monotonic() + 20
+    while True:
+        rooms = store.zrangebyscore("voice:calls", call.started_at - 1, "+inf")
+        phone = [store.hgetall(f"voice:call:{room}") for room in rooms]
+        phone = [r for r in phone if r.get("phone_number") == CALLER]
+        if (phone and phone[-1].get("ended_at")) or time.monotonic() > deadline:
+            break
+        time.sleep(0.5)
+    assert phone and phone[-1]["direction"] == "inbound" and phone[-1]["end_reason"] == "caller left", phone
 
 
 def test_the_front_door_serves_the_page_over_https_and_redirects_http(compose_stack: ComposeStack) -> None:
@@ -130,7 +154,11 @@ def test_redis_requires_its_password(compose_stack: ComposeStack) -> None:
 
 def test_every_service_runs_unprivileged(compose_stack: ComposeStack) -> None:
     for service in compose_stack.containers():
-        pid = compose_stack.inspect(service)["State"]["Pid"]
+        state = compose_stack.inspect(service)
+        if not state["State"]["Running"]:  # a one-shot job (sip-provision): its image's user
+            assert state["Config"]["User"] not in ("", "0", "root"), f"{service} runs as root"
+            continue
+        pid = state["State"]["Pid"]
         uid_line = next(line for line in Path(f"/proc/{pid}/status").read_text().splitlines() if line.startswith("Uid:"))
         assert int(uid_line.split()[1]) != 0, f"{service} runs as root"
 
