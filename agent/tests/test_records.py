@@ -83,9 +83,12 @@ async def test_a_call_is_written_as_it_goes_and_read_back(redis_server: RedisSer
     # Readable while the call goes on (not only at the end).
     live = load_session(reader(redis_server), "room-1")
     assert live is not None and live["open"] and live["ended_at"] is None
+    assert "video_frames" not in live  # no video shown (yet)
     assert [t["text"] for t in live["turns"]] == ["Hello! How can I help?", "What time is it in Paris?"]
 
-    recorder.event("usage", {"input_tokens": 20, "output_tokens": 7, "total_tokens": 27})
+    recorder.event("usage", {"input_tokens": 20, "input_image_tokens": 4, "output_tokens": 7, "total_tokens": 27})
+    recorder.count_video_frame()
+    recorder.count_video_frame()
     recorder.end("participant left")
     await recorder.aclose()
 
@@ -98,7 +101,9 @@ async def test_a_call_is_written_as_it_goes_and_read_back(redis_server: RedisSer
         assert [t["role"] for t in session["turns"]] == ["assistant", "user"]
         assert session["tool_calls"][0]["name"] == "get_current_time"
         assert session["tool_calls"][0]["output"] == "It is 13:00"
-        assert session["usage"] == {"input_tokens": 30, "output_tokens": 12, "total_tokens": 42, "responses": 2}
+        assert session["usage"] == {"input_tokens": 30, "input_image_tokens": 4, "output_tokens": 12,
+                                    "total_tokens": 42, "responses": 2}
+        assert session["video_frames"] == 2
         assert [e["event"] for e in session["events"]] == ["job_started", "call_ended"]
     assert load_session(reader(redis_server), "no-such-room") is None
     await client.aclose()

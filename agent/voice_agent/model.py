@@ -20,6 +20,7 @@ from livekit.plugins.google.realtime.realtime_api import INPUT_AUDIO_SAMPLE_RATE
 
 from .resilience import ResilientRealtimeModel, RetryPolicy
 from .settings import AgentSettings
+from .vision import JPEG_OPTIONS
 
 
 @functools.cache
@@ -119,6 +120,7 @@ def build_realtime_model(settings: AgentSettings) -> ResilientRealtimeModel:
         vertexai=settings.use_vertexai,
         project=settings.google_cloud_project or NOT_GIVEN,
         http_options=http_options,
+        image_encode_options=JPEG_OPTIONS,
     )
 
 

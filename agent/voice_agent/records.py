@@ -6,7 +6,8 @@ Schema (the token server reads it with `token_server.records`; keep the two in s
                                          started_at, ended_at, end_reason, jobs, redispatches
                                          (times: Unix seconds as decimal strings); phone
                                          calls add phone_number, sip_call_id, direction
-                                         (inbound | outbound)
+                                         (inbound | outbound); calls the caller showed
+                                         video in add video_frames (frames sent to the model)
     voice:call:{room}:events     STREAM  one entry per event, fields:
                                          type  turn | tool | usage | lifecycle | sources
                                          at    Unix seconds
@@ -16,7 +17,8 @@ Schema (the token server reads it with `token_server.records`; keep the two in s
                                                readers drop repeated (job, seq))
                                          data  JSON: turn {role, text, interrupted, started_at}
                                                tool {call_id, name, arguments, output, is_error}
-                                               usage {input_tokens, output_tokens, total_tokens, ...}
+                                               usage {input_tokens, output_tokens, total_tokens,
+                                                      input_image_tokens, ...}
                                                lifecycle {event, ...}
                                                sources {sources: [citation]}: the knowledge
                                                  a reply used; follows that reply's turn
@@ -203,6 +205,10 @@ class CallRecorder:
         fields = {"phone_number": phone_number, "sip_call_id": sip_call_id, "direction": direction}
         self._queue("hset", (call_key(self.room),), {"mapping": fields})
 
+    def count_video_frame(self) -> None:
+        """One more camera or screen-share frame went to the model (`video_frames`)."""
+        self._queue("hincrby", (call_key(self.room), "video_frames", 1))
+
     def event(self, kind: str, data: dict[str, Any], *, at: float | None = None) -> None:
         """Append an event (turn, tool, usage, lifecycle)."""
         self._seq += 1
@@ -313,6 +319,7 @@ def record_session(session: Any, recorder: CallRecorder) -> None:
                  "output_tokens": metrics.output_tokens, "total_tokens": metrics.total_tokens,
                  "input_audio_tokens": metrics.input_token_details.audio_tokens,
                  "input_text_tokens": metrics.input_token_details.text_tokens,
+                 "input_image_tokens": metrics.input_token_details.image_tokens,
                  "output_audio_tokens": metrics.output_token_details.audio_tokens,
                  "output_text_tokens": metrics.output_token_details.text_tokens},
                 at=event.created_at,

@@ -8,6 +8,8 @@ the middle of it; this module decides the call's life):
       <- 24 kHz PCM16 audio, input/output transcriptions, tool calls
     RoomIO audio output (24 kHz, DTX off) -> LiveKit SFU -> browser speaker
     RoomIO text output  -> `lk.transcription` text streams -> live transcript
+    browser camera / screen share (VIDEO_INPUT) -> RoomIO video input -> vision.py: paced,
+      bounded frames -> RealtimeModel: JPEG -> Gemini Live
 
 The call's life: start the session (it joins the room while the model connects) -> identify
 the caller -> wait for the model link -> personalise -> greet -> converse; no caller within
@@ -38,7 +40,7 @@ from livekit.agents import (
     room_io,
 )
 
-from . import operator_tools, records, telephony
+from . import operator_tools, records, telephony, vision
 from .assistant import Assistant
 from .capacity import CapacityPublisher
 from .link import FILLER_TEXT, CallLink, clip_frames
@@ -214,8 +216,8 @@ async def entrypoint(ctx: JobContext) -> None:
         greeting=settings.greeting,
     )
     model = build_realtime_model(settings)
-    # Gemini Live does turn detection and barge-in server-side: no local VAD or STT.
-    session = AgentSession(llm=model)
+    # Gemini Live does turn detection and barge-in server-side: no local VAD or STT (video: vision.py).
+    session = AgentSession(llm=model, video_sampler=vision.only_through_vision)
     caller_here = asyncio.Event()
     link = CallLink(
         tell=lambda text: _tell_caller(ctx, text, caller_here),
@@ -250,6 +252,7 @@ async def entrypoint(ctx: JobContext) -> None:
             audio_input=audio_input,
             audio_output=audio_output,
             text_output=text_output,
+            video_input=vision.enabled(settings.video_input),
             # A caller whose network drops may come back: `_watch_caller` decides when it is over.
             close_on_disconnect=False,
         ),
@@ -257,6 +260,7 @@ async def entrypoint(ctx: JobContext) -> None:
     )
     if dispatch.participant_identity:
         session.room_io.set_participant(dispatch.participant_identity)
+    vision.attach(session, assistant, settings, call)  # the caller's camera / screen share, if allowed
 
     # 2. identify: the participant the token was issued to (or the first caller); an outbound
     # phone call may ring first.

@@ -3,7 +3,8 @@
 It behaves like a browser tab: its microphone track sends audio continuously (silence
 between utterances, as a real microphone does, so the model's VAD can see speech end),
 it subscribes to the agent's audio and records every frame's level with its arrival time
-(`time.monotonic()`), and it collects the `lk.transcription` text streams.
+(`time.monotonic()`), and it collects the `lk.transcription` text streams. It can also show
+the agent a camera or a screen share (`Caller.publish_video`): a solid colour at a frame rate.
 """
 
 from __future__ import annotations
@@ -85,6 +86,70 @@ class AgentAudio:
         return sum(1 for _, db in self.levels if db > AUDIBLE_DBFS) * frame_ms / 1000
 
 
+class VideoPublisher:
+    """A camera or screen-share track of one solid colour, sent at `fps` until `stop()`.
+
+    Attributes:
+        publication: the track's publication (mute it with `publication.track.mute()`).
+        frames_sent: frames handed to WebRTC so far.
+    """
+
+    def __init__(self, room: rtc.Room, source: rtc.TrackSource.ValueType, size: tuple[int, int], fps: float) -> None:
+        self._room = room
+        self._source_kind = source
+        self._size = size
+        self._fps = fps
+        self._video = rtc.VideoSource(*size)
+        self._colour: tuple[int, int, int] = (0, 0, 0)
+        self._frame: rtc.VideoFrame | None = None
+        self._task: asyncio.Task[None] | None = None
+        self.publication: rtc.LocalTrackPublication | None = None
+        self.frames_sent = 0
+
+    def show(self, rgb: tuple[int, int, int]) -> None:
+        """Send frames of colour `rgb` (0-255 per channel) from now on."""
+        width, height = self._size
+        rgba = np.empty((height, width, 4), np.uint8)
+        rgba[:, :] = (*rgb, 255)
+        self._colour = rgb
+        self._frame = rtc.VideoFrame(width, height, rtc.VideoBufferType.RGBA, rgba.tobytes()).convert(
+            rtc.VideoBufferType.I420
+        )
+
+    async def start(self, rgb: tuple[int, int, int]) -> rtc.LocalTrackPublication:
+        """Publish the track (`TrackSource` as given) and start sending `rgb` frames.
+
+        Raises:
+            Exception: the SDK's error (or a timeout) when livekit-server refuses the source.
+        """
+        self.show(rgb)
+        name = "camera" if self._source_kind == rtc.TrackSource.SOURCE_CAMERA else "screen"
+        track = rtc.LocalVideoTrack.create_video_track(name, self._video)
+        self._task = asyncio.create_task(self._send())
+        self.publication = await asyncio.wait_for(
+            self._room.local_participant.publish_track(track, rtc.TrackPublishOptions(source=self._source_kind)), 20
+        )
+        return self.publication
+
+    async def stop(self) -> None:
+        """Stop sending and unpublish the track."""
+        if self._task is not None:
+            self._task.cancel()
+            await asyncio.gather(self._task, return_exceptions=True)
+        if self.publication is not None and self._room.isconnected():
+            await self._room.local_participant.unpublish_track(self.publication.sid)
+        self.publication = None
+
+    async def _send(self) -> None:
+        started = next_at = time.monotonic()
+        while True:
+            assert self._frame is not None
+            self._video.capture_frame(self._frame, timestamp_us=int((next_at - started) * 1e6))
+            self.frames_sent += 1
+            next_at += 1 / self._fps
+            await asyncio.sleep(max(0.0, next_at - time.monotonic()))
+
+
 class Caller:
     """One participant in a call with the agent.
 
@@ -136,6 +201,7 @@ class Caller:
         self._speech: asyncio.Queue[np.ndarray] = asyncio.Queue()
         self._speech_done: asyncio.Event = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []
+        self._videos: list[VideoPublisher] = []
         self._source = rtc.AudioSource(MIC_SAMPLE_RATE, 1, queue_size_ms=queue_size_ms)
 
     async def __aenter__(self) -> Caller:
@@ -158,7 +224,28 @@ class Caller:
         self._tasks.append(self._mic_task)
         return self
 
+    async def publish_video(
+        self,
+        rgb: tuple[int, int, int],
+        *,
+        source: rtc.TrackSource.ValueType = rtc.TrackSource.SOURCE_CAMERA,
+        size: tuple[int, int] = (640, 480),
+        fps: float = 30.0,
+    ) -> VideoPublisher:
+        """Show the agent a solid `rgb` picture of `size` (width, height px) at `fps`, as a
+        camera (default) or a screen share (`source`). Unpublished on leaving.
+
+        Raises:
+            Exception: the SDK's error (or a timeout) when livekit-server refuses the source.
+        """
+        video = VideoPublisher(self.room, source, size, fps)
+        self._videos.append(video)
+        await video.start(rgb)
+        return video
+
     async def __aexit__(self, *exc: object) -> None:
+        for video in self._videos:
+            await video.stop()
         for task in self._tasks:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)

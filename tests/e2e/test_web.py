@@ -208,6 +208,10 @@ def test_speech_in_both_sides_in_the_transcript_and_agent_audio_heard(
     expected = ["connecting", "speaking", "listening", "thinking", "speaking", "listening"]
     assert is_subsequence(expected, states), states
     expect(page.get_by_test_id("agent-state")).to_have_text("Listening")
+    # VIDEO_INPUT is off (the default): no camera or screen-share button, no preview.
+    for testid in ("camera", "screen-share", "video-preview"):
+        expect(page.get_by_test_id(testid)).to_be_hidden()
+    assert page.evaluate("() => window.__voiceClient.video.allowed") == {"camera": False, "screen": False}
 
     # The turn's response time is shown, unobtrusively.
     latency = page.get_by_test_id("latency")

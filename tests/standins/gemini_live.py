@@ -18,7 +18,8 @@ instead. It is a test double of an external API and tries to be honest about it:
 
 Protocol facts are taken from google-genai 3.4.0 (``google/genai/live.py``,
 ``types.py``, ``_live_converters.py``), livekit-plugins-google 1.8.9
-(``realtime/realtime_api.py``), as pinned in ``requirements.lock``.
+(``realtime/realtime_api.py``) and the project's notes in
+``/work/shared/notes/gemini-live-protocol.md``.
 
 Audio formats (from the notes and ``realtime_api.py``):
 
@@ -38,6 +39,12 @@ What a session does (one WebSocket connection):
    ``activityStart``/``activityEnd`` delimit turns when the setup disables automatic
    activity detection; ``activityEnd``/``audioStreamEnd`` also end a VAD turn early.
 3. ``client_content`` with ``turnComplete: true`` is a text turn, answered the same way.
+   ``realtime_input.video`` (or an ``image/*`` ``media_chunks`` blob) is a still frame of
+   the caller's camera or screen, JPEG as livekit-plugins-google sends it
+   (``types.Blob(data=jpeg, mime_type="image/jpeg")``): decoded and kept as a
+   :class:`VideoFrameRecord` (size, mean colour), counted in ``usageMetadata`` as
+   :data:`IMAGE_TOKENS_PER_FRAME` image tokens, and described in the next reply
+   (:func:`default_responder`), so a test can tell what the caller showed reached the model.
 4. A reply: optionally a ``toolCall`` first (:class:`ToolCallSpec`, audio turns only),
    then ``modelTurn`` audio chunks (24 kHz, paced) with ``outputTranscription`` words
    interleaved, ``generationComplete``, ``turnComplete`` (held until the audio would
@@ -72,6 +79,7 @@ import copy
 import dataclasses
 import functools
 import http
+import io
 import itertools
 import json
 import logging
@@ -114,6 +122,17 @@ OUTPUT_MIME_TYPE = f"audio/pcm;rate={OUTPUT_SAMPLE_RATE}"
 
 AUDIO_TOKENS_PER_SECOND = 32
 """Gemini's documented token rate for audio; used only for plausible usageMetadata."""
+IMAGE_TOKENS_PER_FRAME = 258
+"""Gemini's documented token cost of one video frame (Live API video: 258 tokens per frame)."""
+SEEN_WITHIN_S = 5.0
+"""A reply describes the last video frame if it came at most this many seconds before."""
+#: Named colours a reply may call a frame's mean colour (nearest in RGB).
+COLOUR_NAMES: dict[str, tuple[int, int, int]] = {
+    "black": (0, 0, 0), "white": (255, 255, 255), "grey": (128, 128, 128),
+    "red": (220, 30, 30), "green": (30, 180, 30), "blue": (30, 30, 220),
+    "yellow": (230, 220, 30), "cyan": (30, 210, 220), "magenta": (210, 30, 210),
+    "orange": (240, 140, 20),
+}
 
 CA_FILE_NAME = "gemini-standin-ca.pem"
 CA_KEY_FILE_NAME = "gemini-standin-ca.key"
@@ -173,6 +192,7 @@ class TurnInput:
         tool_output: the tool's answer as text (``response["output"]`` when present,
             else the response as JSON), if it answered in time.
         tool_error: why there is no tool output (timeout, cancelled), if so.
+        seen: the last video frame, if one came within :data:`SEEN_WITHIN_S` of the turn's end.
     """
 
     kind: Literal["audio", "text"]
@@ -183,6 +203,7 @@ class TurnInput:
     tool_name: str | None = None
     tool_output: str | None = None
     tool_error: str | None = None
+    seen: VideoFrameRecord | None = None
 
 
 Responder = Callable[[TurnInput], str]
@@ -196,17 +217,22 @@ def default_responder(turn: TurnInput) -> str:
       when it did not);
     * audio turn -> ``"I heard about 1.4 seconds of speech."``;
     * text mentioning "greet" (the agent's greeting instructions) -> a short greeting;
-    * other text -> ``"You wrote: <text>"``.
+    * other text -> ``"You wrote: <text>"``;
+
+    and when a video frame came lately (``turn.seen``), ``" I see a red picture, 640 by 480."``
+    after it.
     """
     if turn.tool_name is not None:
-        if turn.tool_output is not None:
-            return f"The tool said: {turn.tool_output}"
-        return "The tool did not answer."
-    if turn.kind == "audio":
-        return f"I heard about {turn.speech_s or 0.0:.1f} seconds of speech."
-    if "greet" in turn.text.lower():
-        return "Hello! How can I help you today?"
-    return f"You wrote: {turn.user_text or turn.text}"
+        reply = f"The tool said: {turn.tool_output}" if turn.tool_output is not None else "The tool did not answer."
+    elif turn.kind == "audio":
+        reply = f"I heard about {turn.speech_s or 0.0:.1f} seconds of speech."
+    elif "greet" in turn.text.lower():
+        reply = "Hello! How can I help you today?"
+    else:
+        reply = f"You wrote: {turn.user_text or turn.text}"
+    if turn.seen is not None:
+        reply += f" I see a {turn.seen.colour_name} picture, {turn.seen.width} by {turn.seen.height}."
+    return reply
 
 
 @dataclass(frozen=True)
@@ -304,6 +330,52 @@ class AudioChunk:
     at: float
     offset: int
     size: int
+
+
+@dataclass(frozen=True)
+class VideoFrameRecord:
+    """One video frame (``realtime_input.video``) kept in :attr:`SessionRecord.video_frames`.
+
+    Attributes:
+        at: ``time.monotonic()`` on arrival.
+        mime_type: as sent (livekit-plugins-google: ``image/jpeg``).
+        format: what the bytes are, as Pillow reads them (``"JPEG"``, ``"PNG"``, ...).
+        width / height: pixels.
+        size: bytes of the encoded image.
+        mean_rgb: the frame's mean colour, 0-255 per channel.
+    """
+
+    at: float
+    mime_type: str
+    format: str
+    width: int
+    height: int
+    size: int
+    mean_rgb: tuple[int, int, int]
+
+    @property
+    def colour_name(self) -> str:
+        """The name in :data:`COLOUR_NAMES` nearest to :attr:`mean_rgb`."""
+        return min(
+            COLOUR_NAMES, key=lambda n: sum((a - b) ** 2 for a, b in zip(COLOUR_NAMES[n], self.mean_rgb, strict=True))
+        )
+
+
+def read_image(data: bytes) -> tuple[str, int, int, tuple[int, int, int]]:
+    """Decode an image: (Pillow format name, width px, height px, mean RGB 0-255).
+
+    Raises:
+        ProtocolError: the bytes are not an image Pillow can read.
+    """
+    from PIL import Image, ImageStat, UnidentifiedImageError
+
+    try:
+        with Image.open(io.BytesIO(data)) as image:
+            image.load()
+            mean = ImageStat.Stat(image.convert("RGB")).mean
+            return image.format or "", image.width, image.height, (round(mean[0]), round(mean[1]), round(mean[2]))
+    except (UnidentifiedImageError, OSError) as e:
+        raise ProtocolError(f"video frame of {len(data)} bytes is not a readable image: {e}") from e
 
 
 @dataclass(frozen=True)
@@ -493,6 +565,7 @@ class SessionRecord:
         input_audio: all 16 kHz PCM16 mono bytes received, in order.
         audio_chunks: where each chunk sits in ``input_audio`` and when it came.
         vad_events: speech starts and ends found in the input audio.
+        video_frames: the video frames received, in order.
         turns: user turns and replies.
         tool_calls / tool_responses: function calls issued / answers received.
         handles: resumption handles sent (``sessionResumptionUpdate.newHandle``).
@@ -520,6 +593,7 @@ class SessionRecord:
     input_audio: bytearray = field(default_factory=bytearray)
     audio_chunks: list[AudioChunk] = field(default_factory=list)
     vad_events: list[VadEvent] = field(default_factory=list)
+    video_frames: list[VideoFrameRecord] = field(default_factory=list)
     turns: list[TurnRecord] = field(default_factory=list)
     tool_calls: list[ToolCallRecord] = field(default_factory=list)
     tool_responses: list[ToolResponseRecord] = field(default_factory=list)
@@ -546,6 +620,7 @@ class SessionRecord:
             input_audio=bytearray(self.input_audio),
             audio_chunks=list(self.audio_chunks),
             vad_events=list(self.vad_events),
+            video_frames=list(self.video_frames),
             turns=[copy.copy(t) for t in self.turns],
             tool_calls=[copy.deepcopy(c) for c in self.tool_calls],
             tool_responses=list(self.tool_responses),
@@ -943,6 +1018,7 @@ class _LiveSession:
         self._tool_waiters: dict[str, asyncio.Future[types.FunctionResponse]] = {}
         self._call_ids = itertools.count(1)
         self._prompt_tokens = 0
+        self._image_tokens = 0  # of the frames received so far (part of `_prompt_tokens`)
 
     # ---- life cycle -------------------------------------------------------------
 
@@ -1078,10 +1154,14 @@ class _LiveSession:
     async def _on_realtime_input(self, ri: types.LiveClientRealtimeInput, at: float) -> None:
         if ri.audio is not None:
             await self._on_audio(ri.audio, at)
+        elif ri.video is not None:
+            self._on_video(ri.video, at)
         elif ri.media_chunks:
             for blob in ri.media_chunks:
                 if (blob.mime_type or "").startswith("audio/"):
                     await self._on_audio(blob, at)
+                elif (blob.mime_type or "").startswith("image/"):
+                    self._on_video(blob, at)
         elif ri.activity_start is not None:
             self._manual_start = (self._rec.input_audio_ms, at)
             if self._reply_active() and self._interrupts_on_activity:
@@ -1108,6 +1188,28 @@ class _LiveSession:
             return
         for event in self._vad.feed(data, at):
             await self._on_vad_event(event, "vad")
+
+    def _on_video(self, blob: types.Blob, at: float) -> None:
+        """A still frame of the caller's camera or screen: must be the image its type says."""
+        data = blob.data or b""
+        try:
+            fmt, width, height, mean_rgb = read_image(data)
+        except ProtocolError as e:
+            self._error(str(e))
+            return
+        mime_type = blob.mime_type or ""
+        if mime_type != f"image/{fmt.lower()}":
+            self._error(f"video frame is {fmt} but its mime_type is {mime_type!r}")
+        frame = VideoFrameRecord(at, mime_type, fmt, width, height, len(data), mean_rgb)
+        with self._standin._mutate():
+            self._rec.video_frames.append(frame)
+        self._image_tokens += IMAGE_TOKENS_PER_FRAME
+        self._prompt_tokens += IMAGE_TOKENS_PER_FRAME
+        log.debug("%s: video frame %dx%d %s, %d bytes", self._rec.session_id, width, height, fmt, len(data))
+
+    def _last_seen(self, at: float) -> VideoFrameRecord | None:
+        frames = self._rec.video_frames
+        return frames[-1] if frames and at - frames[-1].at <= SEEN_WITHIN_S else None
 
     async def _end_speech(self, reason: str, at: float) -> None:
         """activityEnd / audioStreamEnd: end the user's speech now, if any."""
@@ -1198,7 +1300,9 @@ class _LiveSession:
         self._prompt_tokens += round(speech_s * AUDIO_TOKENS_PER_SECOND)
         if self._rec.setup and self._rec.setup.input_transcription:
             await self._send_content(input_transcription=types.Transcription(text=description, finished=True))
-        turn_input = TurnInput(kind="audio", text=description, speech_s=speech_s)
+        turn_input = TurnInput(
+            kind="audio", text=description, speech_s=speech_s, seen=self._last_seen(end.declared_at)
+        )
         self._begin_reply(turn, turn_input)
 
     async def _start_text_turn(self, contents: list[tuple[str, str]], reason: str, at: float) -> None:
@@ -1218,7 +1322,8 @@ class _LiveSession:
             self._rec.turns.append(turn)
         log.info("%s: text turn %d: %r", self._rec.session_id, turn.index, text[:80])
         turn_input = TurnInput(
-            kind="text", text=text, contents=tuple(contents), user_text=user_texts[-1] if user_texts else None
+            kind="text", text=text, contents=tuple(contents), user_text=user_texts[-1] if user_texts else None,
+            seen=self._last_seen(at),
         )
         self._begin_reply(turn, turn_input)
 
@@ -1334,10 +1439,16 @@ class _LiveSession:
             turn.turn_complete_at = time.monotonic()
         prompt = self._prompt_tokens
         self._prompt_tokens += response_tokens
+        prompt_details = (
+            [types.ModalityTokenCount(modality=types.MediaModality.IMAGE, token_count=self._image_tokens)]
+            if self._image_tokens
+            else None
+        )
         usage = types.UsageMetadata(
             prompt_token_count=prompt,
             response_token_count=response_tokens,
             total_token_count=prompt + response_tokens,
+            prompt_tokens_details=prompt_details,
             response_tokens_details=[
                 types.ModalityTokenCount(modality=types.MediaModality.AUDIO, token_count=response_tokens)
             ],

@@ -813,3 +813,64 @@ def test_tone_replies_are_steady() -> None:
     assert len(pcm) == int(3 * 0.3 * OUTPUT_SAMPLE_RATE) * 2
     frames = [pcm[i : i + 480] for i in range(480, len(pcm) - 480, 480)]  # 10 ms at 24 kHz
     assert all(abs(pcm16_dbfs(f) - TONE_DBFS) < 0.5 for f in frames)
+
+
+def jpeg_of(rgb: tuple[int, int, int], size: tuple[int, int]) -> bytes:
+    """A solid-colour JPEG, as livekit-plugins-google encodes a video frame."""
+    import io
+
+    from PIL import Image
+
+    out = io.BytesIO()
+    Image.new("RGB", size, rgb).save(out, format="JPEG", quality=75)
+    return out.getvalue()
+
+
+def test_video_frames_are_recorded_counted_and_described(
+    fast_standin: GeminiLiveStandin, utterance_16k: bytes
+) -> None:
+    """``realtime_input.video`` as google-genai sends it: each JPEG is decoded and kept, costs
+    image tokens, and the next spoken turn's reply says what the last frame showed."""
+
+    async def scenario() -> list[types.LiveServerMessage]:
+        async with live_client(fast_standin) as client:
+            for rgb in [(10, 10, 10), (200, 20, 30)]:  # black, then red: the last one counts
+                await client.session.send_realtime_input(
+                    video=types.Blob(data=jpeg_of(rgb, (640, 480)), mime_type="image/jpeg")
+                )
+            start = len(client.received)
+            await client.send_audio(utterance_16k + silence(800))
+            done = await client.wait_for(is_turn_complete, start=start)
+            await client.wait_for(lambda m: m.usage_metadata is not None, start=done)
+            return list(client.received)
+
+    received = asyncio.run(scenario())
+    _, text = reply_of(received)
+    assert text.endswith(" I see a red picture, 640 by 480."), text
+    (usage,) = [m.usage_metadata for m in received if m.usage_metadata]
+    assert usage.prompt_tokens_details == [
+        types.ModalityTokenCount(modality=types.MediaModality.IMAGE, token_count=2 * 258)
+    ]
+    record = last_session(fast_standin, lambda s: s.closed_at is not None)
+    assert record.errors == []
+    assert [(f.mime_type, f.format, f.width, f.height) for f in record.video_frames] == [
+        ("image/jpeg", "JPEG", 640, 480)
+    ] * 2
+    assert [f.colour_name for f in record.video_frames] == ["black", "red"]
+    assert len(record.messages_of("realtime_input.video")) == 2
+
+
+def test_a_video_frame_that_is_not_its_image_type_is_an_error(fast_standin: GeminiLiveStandin) -> None:
+    async def scenario() -> None:
+        async with live_client(fast_standin) as client:
+            await client.session.send_realtime_input(video=types.Blob(data=b"not a jpeg", mime_type="image/jpeg"))
+            await client.session.send_realtime_input(
+                video=types.Blob(data=jpeg_of((0, 0, 255), (32, 32)), mime_type="image/png")
+            )
+            await client.send_audio(silence(100))
+
+    asyncio.run(scenario())
+    record = last_session(fast_standin, lambda s: s.closed_at is not None)
+    assert len(record.errors) == 2, record.errors
+    assert "not a readable image" in record.errors[0] and "'image/png'" in record.errors[1]
+    assert [f.colour_name for f in record.video_frames] == ["blue"]

@@ -28,7 +28,8 @@ def test_empty_body_issues_token_with_least_privilege(client: FlaskClient) -> No
     assert response.status_code == 201
     assert response.headers["Cache-Control"] == "no-store"
     body = response.get_json()
-    assert set(body) == {"server_url", "participant_token", "room_name", "participant_identity"}
+    assert set(body) == {"server_url", "participant_token", "room_name", "participant_identity", "publish_sources"}
+    assert body["publish_sources"] == ["microphone"]
     assert ROOM.match(body["room_name"])
     assert USER.match(body["participant_identity"])
 

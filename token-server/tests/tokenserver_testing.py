@@ -52,6 +52,7 @@ SERVER_ENV = (
     "TOKEN_ADMISSION_CONTROL",
     "TOKEN_JOIN_WINDOW_SECONDS",
     "TOKEN_BUSY_RETRY_AFTER_SECONDS",
+    "VIDEO_INPUT",
 )
 
 #: A shared API key for `shared-key` mode tests (32+ characters).
@@ -89,6 +90,7 @@ def make_settings(**overrides: object) -> Settings:
         "token_admission_control": False,
         "token_join_window_seconds": 30,
         "token_busy_retry_after_seconds": 5,
+        "video_input": "off",
     }
     values.update(overrides)
     return Settings(**values)  # type: ignore[arg-type]

@@ -158,8 +158,8 @@ def parse_token_request(
 def issue_token() -> tuple[Response, int]:
     """Mint a join token for a fresh room with the agent dispatched.
 
-    201 ``{"server_url", "participant_token", "room_name", "participant_identity"
-    [, "participant_name"]}``; errors as in `errors`.
+    201 ``{"server_url", "participant_token", "room_name", "participant_identity",
+    "publish_sources" [, "participant_name"]}``; errors as in `errors`.
     """
     settings = _settings()
     limits = get_limits()
@@ -209,11 +209,12 @@ def issue_token() -> tuple[Response, int]:
         ttl_s=settings.token_ttl_seconds,
     )
 
-    body: dict[str, str] = {
+    body: dict[str, str | list[str]] = {
         "server_url": server_url,
         "participant_token": issued.token,
         "room_name": issued.room_name,
         "participant_identity": issued.participant_identity,
+        "publish_sources": list(issued.publish_sources),
     }
     if issued.participant_name is not None:
         body["participant_name"] = issued.participant_name

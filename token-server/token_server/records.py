@@ -5,6 +5,7 @@ The agent (`agent/voice_agent/records.py`) is the writer and documents the schem
     voice:call:{room}          HASH    room, participant_identity, participant_name, metadata,
                                        started_at, ended_at, end_reason, jobs, redispatches
                                        [, phone_number, sip_call_id, direction: phone calls]
+                                       [, video_frames: calls the caller showed video in]
     voice:call:{room}:events   STREAM  type (turn|tool|usage|lifecycle|sources), at, job, seq, data (JSON)
     voice:calls                ZSET    room -> started_at
     voice:calls:open           SET     rooms whose call has not ended
@@ -67,6 +68,7 @@ def _summary(room: str, fields: dict[str, str], is_open: bool) -> dict[str, Any]
         "open": is_open,
         "jobs": int(fields.get("jobs", "0") or 0),
         **{name: fields[name] for name in PHONE_FIELDS if name in fields},
+        **({"video_frames": int(fields["video_frames"] or 0)} if "video_frames" in fields else {}),
     }
 
 
@@ -76,9 +78,10 @@ def load_session(redis: Any, room: str) -> dict[str, Any] | None:
     Returns:
         None when there is no record of `room`; else
         `{room, participant_identity, participant_name, started_at, ended_at, end_reason, open,
-        jobs [, phone_number, sip_call_id, direction], turns: [{at, role, text, interrupted, sources?}],
-        tool_calls: [{at, call_id, name, arguments, output, is_error}], usage: {input_tokens,
-        output_tokens, total_tokens, responses}, events: [{at, event, ...}]}` (times: Unix seconds).
+        jobs [, phone_number, sip_call_id, direction] [, video_frames], turns: [{at, role, text,
+        interrupted, sources?}], tool_calls: [{at, call_id, name, arguments, output, is_error}],
+        usage: {input_tokens, input_image_tokens, output_tokens, total_tokens, responses}, events:
+        [{at, event, ...}]}` (times: Unix seconds).
     """
     raw = redis.hgetall(call_key(room))
     if not raw:
@@ -88,7 +91,7 @@ def load_session(redis: Any, room: str) -> dict[str, Any] | None:
     turns: list[dict[str, Any]] = []
     tools: list[dict[str, Any]] = []
     events: list[dict[str, Any]] = []
-    usage = {"input_tokens": 0, "output_tokens": 0, "total_tokens": 0, "responses": 0}
+    usage = {"input_tokens": 0, "input_image_tokens": 0, "output_tokens": 0, "total_tokens": 0, "responses": 0}
     seen: set[tuple[str, str]] = set()
     for _entry_id, raw_entry in redis.xrange(events_key(room)):
         entry = {_text(k): _text(v) for k, v in raw_entry.items()}
@@ -112,7 +115,7 @@ def load_session(redis: Any, room: str) -> dict[str, Any] | None:
             tools.append({"at": at, **{k: data.get(k) for k in ("call_id", "name", "arguments", "output", "is_error")}})
         elif kind == "usage":
             usage["responses"] += 1
-            for name in ("input_tokens", "output_tokens", "total_tokens"):
+            for name in ("input_tokens", "input_image_tokens", "output_tokens", "total_tokens"):
                 usage[name] += int(data.get(name) or 0)
         else:
             events.append({"at": at, **data})

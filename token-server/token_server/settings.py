@@ -30,6 +30,8 @@ CONFIG_ERROR_EXIT_CODE = 4
 
 _AGENT_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 
+#: What a caller may show the agent besides speaking (`VIDEO_INPUT`); see `tokens.publish_sources`.
+VideoInput = Literal["off", "camera", "screen", "both"]
 #: How callers prove who they are (`TOKEN_AUTH_MODE`); see `auth`.
 AuthMode = Literal["open", "shared-key", "oidc"]
 #: ID token signature algorithms an operator may allow: asymmetric only, so a token can
@@ -113,6 +115,9 @@ class Settings(BaseSettings):
     telephony: TelephonySettings = Field(default_factory=TelephonySettings)
 
     # --- Token and room ---------------------------------------------------------------
+    #: Video a caller may publish for the model to see: `off` (microphone only), `camera`,
+    #: `screen` (screen share) or `both`. The agent reads the same variable.
+    video_input: VideoInput = Field(default="off", validation_alias="VIDEO_INPUT")
     token_ttl_seconds: int = Field(default=600, ge=10, le=3600, validation_alias="TOKEN_TTL_SECONDS")
     #: Seconds LiveKit keeps a room that nobody has joined yet.
     room_empty_timeout_seconds: int = Field(

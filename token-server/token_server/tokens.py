@@ -14,10 +14,24 @@ from datetime import timedelta
 from livekit import api
 
 from .schemas import TokenRequest
-from .settings import Settings
+from .settings import Settings, VideoInput
 
-#: The only track source a caller may publish (LiveKit `TrackSource` name).
-PUBLISH_SOURCES = ["microphone"]
+#: What a caller may always publish (LiveKit `TrackSource` names, as in a token's
+#: ``canPublishSources``).
+AUDIO_SOURCES = ("microphone",)
+#: What each `VIDEO_INPUT` adds. Never ``screen_share_audio``: the model hears the caller
+#: through the microphone only.
+VIDEO_SOURCES: dict[VideoInput, tuple[str, ...]] = {
+    "off": (),
+    "camera": ("camera",),
+    "screen": ("screen_share",),
+    "both": ("camera", "screen_share"),
+}
+
+
+def publish_sources(video_input: VideoInput) -> list[str]:
+    """The track sources a caller's token allows, e.g. ``["microphone", "camera"]``."""
+    return [*AUDIO_SOURCES, *VIDEO_SOURCES[video_input]]
 
 
 @dataclass(frozen=True)
@@ -32,6 +46,7 @@ class IssuedToken:
     room_name: str
     participant_identity: str
     participant_name: str | None
+    publish_sources: tuple[str, ...] = AUDIO_SOURCES
 
 
 def new_room_name() -> str:
@@ -48,15 +63,15 @@ def new_identity() -> str:
     return "user-" + secrets.token_urlsafe(12)
 
 
-def caller_grants(room_name: str) -> api.VideoGrants:
-    """Least-privilege grants: join `room_name` only, publish the microphone only,
-    subscribe, send data (the ``lk.chat`` text stream); no admin, create, list,
-    record, hidden or own-metadata rights."""
+def caller_grants(room_name: str, sources: list[str] | None = None) -> api.VideoGrants:
+    """Least-privilege grants: join `room_name` only, publish `sources` only (default: the
+    microphone; see `publish_sources`), subscribe, send data (the ``lk.chat`` text stream);
+    no admin, create, list, record, hidden or own-metadata rights."""
     return api.VideoGrants(
         room_join=True,
         room=room_name,
         can_publish=True,
-        can_publish_sources=list(PUBLISH_SOURCES),
+        can_publish_sources=list(sources or AUDIO_SOURCES),
         can_subscribe=True,
         can_publish_data=True,
         can_update_own_metadata=False,
@@ -91,7 +106,7 @@ def mint_token(
     """Mint a join token for a new room with the agent dispatched.
 
     The token lives `settings.token_ttl_seconds` seconds (it only gates the first
-    connect).
+    connect). It may publish what `settings.video_input` allows (`publish_sources`).
 
     Args:
         identity: the caller's identity (from authentication); default the request's
@@ -104,10 +119,11 @@ def mint_token(
     room_name = room_name or new_room_name()
     identity = identity or request.participant_identity or new_identity()
     name = request.participant_name
+    sources = publish_sources(settings.video_input)
     builder = (
         api.AccessToken(settings.livekit_api_key, settings.livekit_api_secret.get_secret_value())
         .with_identity(identity)
-        .with_grants(caller_grants(room_name))
+        .with_grants(caller_grants(room_name, sources))
         .with_room_config(room_configuration(settings, room_name, identity, name))
         .with_ttl(timedelta(seconds=settings.token_ttl_seconds))
     )
@@ -122,4 +138,5 @@ def mint_token(
         room_name=room_name,
         participant_identity=identity,
         participant_name=name,
+        publish_sources=tuple(sources),
     )

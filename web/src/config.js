@@ -30,6 +30,7 @@ export const ATTR_TRANSCRIBED_TRACK_ID = 'lk.transcribed_track_id';
 /** localStorage keys. */
 export const STORAGE_MIC = 'voice-client.microphone';
 export const STORAGE_SPEAKER = 'voice-client.speaker';
+export const STORAGE_CAMERA = 'voice-client.camera';
 export const STORAGE_NAME = 'voice-client.display-name';
 
 /** Audio level analysis: sampling period and voice-activity thresholds (RMS, 0..1). */

@@ -1,5 +1,5 @@
 /**
- * Microphone and speaker selection: fills a <select>, remembers the choice in
+ * Microphone, speaker and camera selection: fills a <select>, remembers the choice in
  * localStorage, and keeps the list current when devices come and go.
  */
 import { Room } from 'livekit-client';
@@ -15,7 +15,7 @@ export class DeviceSelect {
   /**
    * @param {HTMLSelectElement} select
    * @param {object} options
-   * @param {MediaDeviceKind} options.kind 'audioinput' or 'audiooutput'
+   * @param {MediaDeviceKind} options.kind 'audioinput', 'audiooutput' or 'videoinput'
    * @param {string} options.storageKey localStorage key
    * @param {string} options.noun e.g. "Microphone", used for unnamed devices
    * @param {(deviceId: string) => void} [options.onChange] called when the user picks a device

@@ -71,6 +71,44 @@ export function microphoneError(error) {
 }
 
 /**
+ * Explains a failure to start the camera or share the screen.
+ * @param {unknown} error the error thrown by setCameraEnabled / setScreenShareEnabled
+ * @param {'camera'|'screen'} [kind]
+ * @returns {AppError}
+ */
+export function cameraError(error, kind = 'camera') {
+  const failure = MediaDeviceFailure.getFailure(error);
+  if (kind === 'screen') {
+    return new AppError(
+      'screen-error',
+      'Screen sharing problem',
+      `The screen could not be shared${detail(error)}.`,
+      'Try again, and pick a screen, window or tab to share.',
+    );
+  }
+  switch (failure) {
+    case MediaDeviceFailure.PermissionDenied:
+      return new AppError(
+        'camera-permission-denied',
+        'Camera blocked',
+        'The browser did not allow this page to use the camera.',
+        'Allow camera access in the browser\u2019s site settings (the icon left of the address bar), then press \u201cCamera\u201d again.',
+      );
+    case MediaDeviceFailure.NotFound:
+      return new AppError('camera-not-found', 'No camera found', 'This device has no camera the browser can use.', 'Plug in or enable a camera, then try again.');
+    case MediaDeviceFailure.DeviceInUse:
+      return new AppError(
+        'camera-in-use',
+        'Camera busy',
+        'The camera is in use by another application or could not be started.',
+        'Close other apps that use the camera, or pick another one under Settings.',
+      );
+    default:
+      return new AppError('camera-error', 'Camera problem', `The camera could not be started${detail(error)}.`, 'Pick another camera under Settings, or reload the page.');
+  }
+}
+
+/**
  * Explains a failure of `room.connect()` (the LiveKit signalling or media connection).
  * @param {unknown} error
  * @returns {AppError}

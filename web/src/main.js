@@ -6,12 +6,13 @@
  *                 transcripts and chat travel beside the audio as text streams.
  */
 import { setLogLevel } from 'livekit-client';
-import { readOptions, STORAGE_MIC, STORAGE_NAME, STORAGE_SPEAKER } from './config.js';
+import { readOptions, STORAGE_CAMERA, STORAGE_MIC, STORAGE_NAME, STORAGE_SPEAKER } from './config.js';
 import { DeviceSelect, supportsOutputSelection } from './devices.js';
 import { VoiceSession } from './session.js';
 import { load, store } from './storage.js';
 import { Transcript, TranscriptView } from './transcript.js';
-import { findElements, render } from './ui.js';
+import { findElements, render, renderVideo } from './ui.js';
+import { VideoShare } from './vision.js';
 import { Visualizer } from './visualizer.js';
 
 const els = findElements(document);
@@ -30,6 +31,12 @@ const speakers = new DeviceSelect(els.speakerSelect, {
   noun: 'Speaker',
   onChange: (id) => session.switchSpeaker(id),
 });
+const cameras = new DeviceSelect(els.cameraSelect, {
+  kind: 'videoinput',
+  storageKey: STORAGE_CAMERA,
+  noun: 'Camera',
+  onChange: (id) => video.switchCamera(id),
+});
 const canPickSpeaker = supportsOutputSelection();
 els.speakerField.hidden = !canPickSpeaker;
 
@@ -44,6 +51,10 @@ const session = new VoiceSession({
   speakerDeviceId: () => (canPickSpeaker ? speakers.deviceId : ''),
 });
 const visualizer = new Visualizer(els.visualizer, els.micLevel, session);
+// Camera and screen share, when the token allows them (the operator's VIDEO_INPUT).
+const video = new VideoShare({ cameraDeviceId: () => cameras.deviceId });
+const showVideo = () => renderVideo(els, video, { canFlip: cameras.devices.length > 1 });
+video.addEventListener('change', showVideo);
 
 // --- controls ---------------------------------------------------------------
 
@@ -62,6 +73,12 @@ els.mute.addEventListener('click', () => {
   session.setMicrophoneEnabled(status !== 'on');
 });
 els.startAudio.addEventListener('click', () => session.startAudio());
+els.camera.addEventListener('click', async () => {
+  await video.toggleCamera();
+  if (video.cameraStatus === 'on') refreshDevices(); // camera labels are readable now
+});
+els.screen.addEventListener('click', () => video.toggleScreen());
+els.flipCamera.addEventListener('click', () => video.flipCamera());
 els.errorDismiss.addEventListener('click', () => {
   if (session.error) session.error = null;
   else session.micError = null;
@@ -85,6 +102,11 @@ session.addEventListener('change', (event) => {
   if (what === 'devices') refreshDevices();
   render(els, session); // first: focus() below needs the controls enabled
   if (session.state !== previousState) {
+    if (session.state === 'connected' && previousState === 'connecting') {
+      video.attach(session.room, session.publishSources);
+      refreshDevices();
+    }
+    if (session.state === 'disconnected') video.detach();
     if (session.state === 'disconnected') visualizer.stop();
     else visualizer.start();
     if (session.state === 'connected' && previousState === 'connecting') els.chatInput.focus({ preventScroll: true });
@@ -95,10 +117,16 @@ session.addEventListener('change', (event) => {
 
 /** Re-reads the device lists and marks the devices in use. */
 async function refreshDevices() {
-  await Promise.all([microphones.refresh(), canPickSpeaker ? speakers.refresh() : null]);
+  await Promise.all([
+    microphones.refresh(),
+    canPickSpeaker ? speakers.refresh() : null,
+    video.allowed.camera ? cameras.refresh() : null,
+  ]);
+  showVideo();
   const room = session.room;
   if (room) {
     microphones.showActive(room.getActiveDevice('audioinput'));
+    if (video.cameraStatus === 'on') cameras.showActive(room.getActiveDevice('videoinput'));
     if (canPickSpeaker) speakers.showActive(room.getActiveDevice('audiooutput'));
   }
 }
@@ -150,6 +178,16 @@ window.__voiceClient = Object.freeze({
   /** while every line is busy: when the page asks again (epoch ms); 0 otherwise */
   get busyUntil() {
     return session.busyUntil;
+  },
+  /** camera and screen share: {allowed: {camera, screen}, camera, screen (off|pending|on), seeing, error} */
+  get video() {
+    return {
+      allowed: { ...video.allowed },
+      camera: video.cameraStatus,
+      screen: video.screenStatus,
+      seeing: video.seeing,
+      error: video.error ? video.error.toJSON() : null,
+    };
   },
   /** microphone: off, pending, on, muted, unavailable */
   get mic() {

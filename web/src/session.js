@@ -76,6 +76,8 @@ export class VoiceSession extends EventTarget {
     this.canPlaybackAudio = true;
     this.roomName = '';
     this.identity = '';
+    /** what the session's token may publish (`publish_sources`): microphone, camera, screen_share */
+    this.publishSources = [];
     this.lastDisconnect = null;
     /** while every line is busy: when the next token request goes out (epoch ms), else 0 */
     this.busyUntil = 0;
@@ -160,6 +162,7 @@ export class VoiceSession extends EventTarget {
     this.room = room;
     this.roomName = details.roomName;
     this.identity = details.identity;
+    this.publishSources = details.publishSources;
     this.#bindRoom(room);
 
     // Open the microphone while connecting; with the pre-connect buffer the
@@ -329,6 +332,7 @@ export class VoiceSession extends EventTarget {
     this.lastDisconnect = null;
     this.roomName = '';
     this.identity = '';
+    this.publishSources = [];
     this.lastUserAt = -Infinity;
     this.silentMic.reset();
     this.transcript.clear();

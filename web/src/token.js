@@ -2,7 +2,9 @@
  * The one call to the token server: `POST /api/token`.
  *
  * Request: `{"participant_name": "..."}` (standard LiveKit token-endpoint shape).
- * Answer: `201 {"server_url", "participant_token", "room_name", "participant_identity"}`,
+ * Answer: `201 {"server_url", "participant_token", "room_name", "participant_identity",
+ * "publish_sources"}` (`publish_sources`: what the token may publish, e.g. `["microphone"]`,
+ * plus `"camera"` and/or `"screen_share"` when the appliance lets callers show video),
  * or an error status with `{"error": {"code", "message"}}`. `503` with code `at_capacity`
  * and `Retry-After` (seconds) means every line is busy: ask again after that long.
  */
@@ -14,6 +16,7 @@ import { AppError } from './errors.js';
  * @property {string} token participant JWT
  * @property {string} roomName
  * @property {string} identity
+ * @property {string[]} publishSources LiveKit track sources the token may publish
  */
 
 /**
@@ -82,6 +85,10 @@ export async function fetchToken({
     token,
     roomName: typeof payload.room_name === 'string' ? payload.room_name : '',
     identity: typeof payload.participant_identity === 'string' ? payload.participant_identity : '',
+    // An older token server does not say: it allowed the microphone only.
+    publishSources: Array.isArray(payload.publish_sources)
+      ? payload.publish_sources.filter((source) => typeof source === 'string')
+      : ['microphone'],
   };
 }
 

@@ -37,6 +37,8 @@ export function findElements(doc = document) {
     'connect-form', 'display-name', 'connect', 'connect-label', 'call-controls', 'mute', 'mute-label',
     'disconnect', 'disconnect-label', 'mic-error', 'settings', 'mic-select', 'mic-level', 'speaker-field', 'speaker-select',
     'transcript', 'chat-form', 'chat-input', 'chat-send', 'audio-sink',
+    'camera', 'camera-label', 'screen', 'screen-label', 'video-preview', 'preview', 'seeing', 'seeing-text',
+    'flip-camera', 'video-error', 'settings-title', 'camera-field', 'camera-select',
   ];
   const els = {};
   for (const id of ids) {
@@ -124,6 +126,43 @@ export function render(els, session) {
   setText(els.notice, notice);
 
   renderLatency(els, session);
+}
+
+/**
+ * Shows the camera and screen-share controls (only those the session's token allows), the
+ * local preview and the "the agent can see" indicator.
+ * @param {Record<string, HTMLElement>} els from findElements
+ * @param {import('./vision.js').VideoShare} video
+ * @param {{canFlip: boolean}} options canFlip: the device has more than one camera
+ */
+export function renderVideo(els, video, { canFlip }) {
+  const { allowed, cameraStatus, screenStatus, error } = video;
+  els.camera.hidden = !allowed.camera;
+  els.screen.hidden = !allowed.screen;
+  for (const [button, label, status, [onText, offText]] of [
+    [els.camera, els.cameraLabel, cameraStatus, ['Stop camera', 'Camera']],
+    [els.screen, els.screenLabel, screenStatus, ['Stop sharing', 'Share screen']],
+  ]) {
+    button.disabled = status === 'pending';
+    button.setAttribute('aria-pressed', String(status === 'on'));
+    setText(label, status === 'on' ? onText : offText);
+  }
+  els.cameraField.hidden = !allowed.camera;
+  setText(els.settingsTitle, allowed.camera ? 'Audio and camera settings' : 'Audio settings');
+
+  const track = video.previewTrack;
+  els.videoPreview.hidden = !track;
+  const current = els.preview.srcObject?.getVideoTracks?.()[0] ?? null;
+  if (track !== current) els.preview.srcObject = track ? new MediaStream([track]) : null;
+  els.videoPreview.dataset.source = screenStatus === 'on' ? 'screen' : 'camera';
+  els.seeing.hidden = !video.seeing;
+  setText(els.seeingText, screenStatus === 'on' ? 'The agent can see your screen' : 'The agent can see your camera');
+  els.flipCamera.hidden = !(cameraStatus === 'on' && screenStatus !== 'on' && canFlip);
+
+  els.videoError.hidden = !error;
+  setText(els.videoError, error ? `${error.message} ${error.hint}` : '');
+  if (error) els.videoError.dataset.errorCode = error.code;
+  else delete els.videoError.dataset.errorCode;
 }
 
 function renderMute(els, session) {

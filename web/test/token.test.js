@@ -16,7 +16,8 @@ test('201 answer gives the connection details', async () => {
     return answer(201, { server_url: 'wss://appliance.local', participant_token: 'jwt', room_name: 'r', participant_identity: 'u' })();
   };
   const got = await fetchToken({ endpoint: '/api/token', participantName: ' Alex ', fetchImpl, location });
-  assert.deepEqual(got, { serverUrl: 'wss://appliance.local/', token: 'jwt', roomName: 'r', identity: 'u' });
+  // A token server that does not name its sources allowed the microphone only.
+  assert.deepEqual(got, { serverUrl: 'wss://appliance.local/', token: 'jwt', roomName: 'r', identity: 'u', publishSources: ['microphone'] });
   assert.equal(sent.url, '/api/token');
   assert.equal(sent.init.method, 'POST');
   assert.deepEqual(JSON.parse(sent.init.body), { participant_name: 'Alex' });
@@ -90,4 +91,12 @@ test('503 at_capacity means every line is busy, with when to ask again', async (
   });
   assert.equal(tokenHttpError(503, { error: { code: 'at_capacity', message: 'x' } }).retryAfterS, 5);
   assert.equal(tokenHttpError(503, { error: { code: 'at_capacity', message: 'x' } }, '100000').retryAfterS, 300);
+});
+
+test('the sources the token may publish are passed on', async () => {
+  const fetchImpl = answer(201, {
+    server_url: 'ws://x', participant_token: 't', publish_sources: ['microphone', 'camera', 'screen_share'],
+  });
+  const got = await fetchToken({ endpoint: '/api/token', fetchImpl, location });
+  assert.deepEqual(got.publishSources, ['microphone', 'camera', 'screen_share']);
 });
