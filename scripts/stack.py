@@ -15,7 +15,6 @@ import argparse
 import json
 import os
 import secrets
-import socket
 import sys
 import threading
 import time
@@ -24,6 +23,7 @@ import urllib.request
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from urllib.parse import quote
 
 import yaml
 
@@ -56,9 +56,10 @@ def parse_env_file(path: Path) -> dict[str, str]:
 
 
 def ensure_env_file(path: Path) -> bool:
-    """Create `.env` from `.env.example` with a fresh LiveKit API key and secret.
+    """Create `.env` from `.env.example` with a fresh LiveKit API key and secret and Redis
+    password (`APPLIANCE_REDIS_PASSWORD`, compose's too).
 
-    Never overwrites an existing file; fills an empty key or secret in one.
+    Never overwrites a value; fills an empty or missing one in an existing file.
 
     Returns:
         True when the file was created or changed.
@@ -67,15 +68,21 @@ def ensure_env_file(path: Path) -> bool:
     generated = {
         "LIVEKIT_API_KEY": "API" + secrets.token_hex(6),
         "LIVEKIT_API_SECRET": secrets.token_urlsafe(36),
+        "APPLIANCE_REDIS_PASSWORD": secrets.token_urlsafe(30),
     }
     changed = not path.exists()
     out = []
+    present = set()
     for line in lines:
         key = line.split("=", 1)[0].strip()
+        present.add(key)
         if key in generated and line.strip() == f"{key}=":
             line = f"{key}={generated[key]}"
             changed = True
         out.append(line)
+    for key in generated.keys() - present:
+        out.append(f"{key}={generated[key]}")
+        changed = True
     if changed:
         path.write_text("\n".join(out) + "\n", encoding="utf-8")
         path.chmod(0o600)
@@ -120,7 +127,7 @@ def sip_config(env: Mapping[str, str]) -> str:
         "api_key": env["LIVEKIT_API_KEY"],
         "api_secret": env["LIVEKIT_API_SECRET"],
         "ws_url": env["LIVEKIT_URL"],
-        "redis": {"address": env["REDIS_HOST"]},
+        "redis": {"address": env["REDIS_HOST"], **({"password": env["REDIS_PASSWORD"]} if env.get("REDIS_PASSWORD") else {})},
         "sip_port": int(env["SIP_PORT"]),
         "rtp_port": env["SIP_RTP_PORTS"],
         "health_port": int(env["SIP_HEALTH_PORT"]),
@@ -156,8 +163,9 @@ def build_env(
     Returns:
         A complete environment, including derived values: `LIVEKIT_PORT`, `LIVEKIT_URL`
         (the agent's registration URL), `LIVEKIT_KEYS` (livekit-server), `NODE_IP`,
-        `REDIS_HOST`, `REDIS_URL` (call records, the token server's limits and sessions),
-        `TOKEN_SERVER_HOST` (default 127.0.0.1), `LIVEKIT_CONFIG` (livekit.yaml with webhooks
+        `REDIS_HOST`, `REDIS_URL` (call records, the token server's limits and sessions;
+        with `APPLIANCE_REDIS_PASSWORD`), `REDIS_PASSWORD` (livekit-server's),
+        `TOKEN_SERVER_HOST` and `AGENT_HEALTH_HOST` (default 127.0.0.1), `LIVEKIT_CONFIG` (livekit.yaml with webhooks
         to the token server, see `livekit_config_with_webhook`), `SIP_CONFIG_BODY` (with
         `SIP_ENABLED`, see `sip_config`), `AGENT_WORKERS` (default 1), `AGENT_READY_FILE`,
         `PYTHONPATH`, `WEB_ROOT`, `STATE_DIR`, `KNOWLEDGE_INDEX_PATH` (in `STATE_DIR`).
@@ -175,9 +183,14 @@ def build_env(
     env["LIVEKIT_KEYS"] = f"{env.get('LIVEKIT_API_KEY', '')}: {env.get('LIVEKIT_API_SECRET', '')}"
     env["NODE_IP"] = env.get("LIVEKIT_NODE_IP", "")
     env["REDIS_HOST"] = f"127.0.0.1:{env['REDIS_PORT']}"
+    password = env.get("APPLIANCE_REDIS_PASSWORD", "")
+    if password:  # the stack's Redis requires it (Procfile); livekit-server reads REDIS_PASSWORD
+        env["REDIS_PASSWORD"] = password
     if not settings.get("REDIS_URL"):  # call records, token limits and sessions: the stack's own Redis
-        env["REDIS_URL"] = f"redis://{env['REDIS_HOST']}/0"
+        auth = f":{quote(password, safe='')}@" if password else ""
+        env["REDIS_URL"] = f"redis://{auth}{env['REDIS_HOST']}/0"
     env["TOKEN_SERVER_HOST"] = env.get("TOKEN_SERVER_HOST") or "127.0.0.1"
+    env["AGENT_HEALTH_HOST"] = env.get("AGENT_HEALTH_HOST") or "127.0.0.1"
     if env.get("LIVEKIT_API_KEY") and not inherited.get("LIVEKIT_CONFIG"):
         env["LIVEKIT_CONFIG"] = livekit_config_with_webhook(env)
     if process_enabled(env, "sip") and env.get("LIVEKIT_API_KEY"):
@@ -247,13 +260,17 @@ def _http_ok(url: str) -> bool:
         return False
 
 
-def _redis_ok(port: int) -> bool:
+def _redis_ok(port: int, password: str) -> bool:
+    """Whether the Redis on `port` answers PING (after AUTH with `password`, when set)."""
+    import redis  # the stack's venv has it (token server, agent)
+
+    client = redis.Redis(port=port, password=password or None, socket_timeout=2, socket_connect_timeout=2)
     try:
-        with socket.create_connection(("127.0.0.1", port), timeout=2) as sock:
-            sock.sendall(b"PING\r\n")
-            return sock.recv(16).startswith(b"+PONG")
-    except OSError:
+        return bool(client.ping())
+    except redis.RedisError:
         return False
+    finally:
+        client.close()
 
 
 @dataclass(frozen=True)
@@ -307,8 +324,8 @@ def health_checks(env: Mapping[str, str]) -> dict[str, HealthCheck]:
     agent_ready = agent_ready_files(env)
     redis_port = int(env["REDIS_PORT"])
     checks = {
-        "redis": HealthCheck("redis", lambda: _redis_ok(redis_port), f"PING on 127.0.0.1:{redis_port}",
-                             lambda: [redis_port]),
+        "redis": HealthCheck("redis", lambda: _redis_ok(redis_port, env.get("APPLIANCE_REDIS_PASSWORD", "")),
+                             f"PING on 127.0.0.1:{redis_port}", lambda: [redis_port]),
         "livekit": HealthCheck("livekit", lambda: _http_ok(livekit), f"GET {livekit}",
                                lambda: [int(env["LIVEKIT_PORT"])]),
         "token-server": HealthCheck("token-server", lambda: _http_ok(token), f"GET {token}",

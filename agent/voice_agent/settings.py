@@ -7,6 +7,7 @@ one source; nothing here reads files of its own.
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 from typing import Annotated, Any, Literal
 from urllib.parse import urlsplit
@@ -60,6 +61,16 @@ class McpServerConfig(BaseModel):
         if self.bearer_token is not None:
             headers["Authorization"] = f"Bearer {self.bearer_token.get_secret_value()}"
         return headers
+
+
+#: Calls a worker takes per CPU core by default (README "Capacity": on a 2-core VM, four calls
+#: at once were all greeted and answered; from six on, callers waited many seconds or not at all).
+CALLS_PER_CORE = 2
+
+
+def default_max_calls() -> int:
+    """`CALLS_PER_CORE` times the CPUs this process may run on (its affinity, not the host's)."""
+    return CALLS_PER_CORE * max(1, len(os.sched_getaffinity(0)))
 
 
 class AgentSettings(BaseSettings):
@@ -200,7 +211,8 @@ class AgentSettings(BaseSettings):
     #: Concurrent calls one worker takes before LiveKit dispatches elsewhere. Load is counted in
     #: calls, not CPU: the SFU shares the box, and its CPU bursts would close the worker to
     #: new calls at random (livekit-agents' default load is system CPU, threshold 0.7).
-    max_calls: int = Field(default=8, ge=1, le=1000, validation_alias="AGENT_MAX_CALLS")
+    #: Default: `CALLS_PER_CORE` per CPU this process may run on.
+    max_calls: int = Field(default_factory=lambda: default_max_calls(), ge=1, le=1000, validation_alias="AGENT_MAX_CALLS")
     #: Where a call runs: `process` (one process per call, livekit-agents' default: a crash or
     #: a stall stays in its call) or `thread` (calls share the worker's process).
     job_executor: Literal["process", "thread"] = Field(default="process", validation_alias="AGENT_JOB_EXECUTOR")

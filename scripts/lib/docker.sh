@@ -28,7 +28,7 @@ ensure_docker() {
       mkdir -p "$CACHE_DIR"
       log "starting dockerd (log: $CACHE_DIR/dockerd.log)"
       # The engine outlives this run, so it must not inherit our descriptors: the caller's
-      # `flock /work/.compose.lock scripts/test-compose` holds its lock on one, and an engine
+      # `flock <lock file> scripts/test-compose` holds its lock on one, and an engine
       # holding it would keep every later compose test waiting.
       (
         for fd in /proc/"$BASHPID"/fd/*; do

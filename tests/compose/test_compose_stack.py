@@ -21,6 +21,7 @@ import pytest
 import redis
 
 from tests.compose.harness import ComposeStack
+from tests.e2e.harness import listening_addresses
 from tests.e2e.test_call import check_a_whole_call
 from tests.e2e.test_phone import CALLER, check_an_inbound_call
 from tests.standins.gemini_live import GeminiLiveStandin
@@ -106,22 +107,6 @@ def test_the_certificate_is_caddys_internal_ca(compose_stack: ComposeStack) -> N
     assert "Caddy Local Authority" in issuer.get("commonName", "")
 
 
-def _listening(port: int) -> set[str]:
-    """Local addresses with a TCP listener on `port` (from /proc/net/tcp and tcp6)."""
-    addresses = set()
-    for table, family in (("/proc/net/tcp", socket.AF_INET), ("/proc/net/tcp6", socket.AF_INET6)):
-        for line in Path(table).read_text().splitlines()[1:]:
-            fields = line.split()
-            address, port_hex = fields[1].split(":")
-            if fields[3] != "0A" or int(port_hex, 16) != port:  # 0A: LISTEN
-                continue
-            raw = bytes.fromhex(address)
-            # /proc prints each 32-bit word in host (little-endian) order.
-            raw = b"".join(raw[i : i + 4][::-1] for i in range(0, len(raw), 4))
-            addresses.add(socket.inet_ntop(family, raw))
-    return addresses
-
-
 def _agent_workers(compose_stack: ComposeStack) -> dict[str, tuple[str, int]]:
     """Container id -> (worker id, health port) from each agent replica's ready file."""
     workers = {}
@@ -140,10 +125,10 @@ def test_internal_ports_listen_on_loopback_only(compose_stack: ComposeStack) -> 
     ports.update({f"agent {c[:12]} health": port for c, (_, port) in _agent_workers(compose_stack).items()})
     assert any(name.startswith("agent") for name in ports), "no agent ready file"
     for name, port in ports.items():
-        listeners = _listening(port)
+        listeners = listening_addresses(port)
         assert listeners, f"nothing listens on {name}={port}"
         assert listeners <= {"127.0.0.1", "::1"}, f"{name} listens on {listeners}"
-    assert _listening(int(env["HTTPS_PORT"])) - {"127.0.0.1", "::1"}, "the front door is not public"
+    assert listening_addresses(int(env["HTTPS_PORT"])) - {"127.0.0.1", "::1"}, "the front door is not public"
 
 
 def test_redis_requires_its_password(compose_stack: ComposeStack) -> None:
@@ -181,7 +166,7 @@ def test_agent_scales_to_three_replicas_without_port_clashes(compose_stack: Comp
         assert len({worker_id for worker_id, _ in workers.values()}) == 3, "three distinct registrations"
         assert len({port for _, port in workers.values()}) == 3, "three health ports"
         for _, port in workers.values():
-            assert _listening(port) <= {"127.0.0.1", "::1"}
+            assert listening_addresses(port) <= {"127.0.0.1", "::1"}
     finally:
         compose_stack.run("up", "-d", "--no-build", "--no-deps", "--scale", "agent=1", "agent", timeout=300,
                           check=False)

@@ -116,6 +116,22 @@ def telephony_overrides(outbound_port: int | None = None) -> dict[str, str]:
     return overrides
 
 
+def listening_addresses(port: int) -> set[str]:
+    """Local addresses with a TCP listener on `port` (from /proc/net/tcp and tcp6)."""
+    addresses = set()
+    for table, family in (("/proc/net/tcp", socket.AF_INET), ("/proc/net/tcp6", socket.AF_INET6)):
+        for line in Path(table).read_text().splitlines()[1:]:
+            fields = line.split()
+            address, port_hex = fields[1].split(":")
+            if fields[3] != "0A" or int(port_hex, 16) != port:  # 0A: LISTEN
+                continue
+            raw = bytes.fromhex(address)
+            # /proc prints each 32-bit word in host (little-endian) order.
+            raw = b"".join(raw[i : i + 4][::-1] for i in range(0, len(raw), 4))
+            addresses.add(socket.inet_ntop(family, raw))
+    return addresses
+
+
 def isolated_overrides(state_dir: Path, model_base_url: str, model_ca_file: str) -> dict[str, str]:
     """Environment overrides that isolate a test stack from anything else on the machine."""
     return {
@@ -126,6 +142,7 @@ def isolated_overrides(state_dir: Path, model_base_url: str, model_ca_file: str)
         "LIVEKIT_PORT": str(free_port()),
         "LIVEKIT_RTC_TCP_PORT": str(free_port()),
         "REDIS_PORT": str(free_port()),
+        "APPLIANCE_REDIS_PASSWORD": secrets.token_urlsafe(30),
         "TOKEN_SERVER_PORT": str(free_port()),
         "WEB_PORT": str(free_port()),
         "AGENT_HEALTH_PORT": str(free_port()),

@@ -268,7 +268,7 @@ def load_record(stack_: ProcessStack, room: str) -> dict:
 
     from token_server.records import load_session
 
-    client = sync_redis.Redis(port=int(stack_.env["REDIS_PORT"]), decode_responses=True)
+    client = sync_redis.Redis.from_url(stack_.env["REDIS_URL"], decode_responses=True)
     try:
         return load_session(client, room) or {}
     finally:

@@ -14,8 +14,11 @@ What is proven:
 * the session cap follows LiveKit's real webhooks (joined, left, room finished), and a
   token reused after its room finished cannot run a call past the cap;
 * OIDC ID tokens from a local provider are accepted or refused end to end;
-* every response matches the OpenAPI document, and no API secret or shared key appears
-  in a response, the web bundle or any process log.
+* Redis, livekit-server's HTTP port, the token server and the agents' health ports listen on
+  loopback only (the front door and ICE/TCP media beyond it), and Redis needs its generated
+  password, which no process's command line shows;
+* every response matches the OpenAPI document, and no API secret, shared key or Redis
+  password appears in a response, the web bundle or any process log.
 """
 
 from __future__ import annotations
@@ -28,6 +31,7 @@ import json
 import os
 import secrets
 import signal
+import socket
 import subprocess
 import time
 import urllib.parse
@@ -46,7 +50,7 @@ from livekit import api, rtc
 from scripts import stack
 from tests import openapi_check
 from tests.e2e.caller import Caller
-from tests.e2e.harness import ProcessStack, free_port
+from tests.e2e.harness import ProcessStack, free_port, listening_addresses
 from tests.e2e.test_faults import wait_sessions
 from tests.standins.gemini_live import GeminiLiveStandin
 from tests.standins.oidc_provider import OidcProvider, tamper
@@ -534,6 +538,42 @@ async def test_oidc_id_tokens_end_to_end(native_stack: ProcessStack) -> None:
 # --- the front door ------------------------------------------------------------------------------
 
 
+LOOPBACK = {"127.0.0.1", "::1"}
+
+
+def test_internal_ports_listen_on_loopback_only(native_stack: ProcessStack) -> None:
+    env = native_stack.env
+    ports = {name: int(env[name]) for name in ("REDIS_PORT", "LIVEKIT_PORT", "TOKEN_SERVER_PORT")}
+    for ready_file in stack.agent_ready_files(env):
+        worker = stack.agent_worker_health(ready_file)
+        assert worker is not None, f"no registered worker behind {ready_file}"
+        ports[f"agent health ({ready_file.name})"] = worker[1]
+    for name, port in ports.items():
+        listeners = listening_addresses(port)
+        assert listeners, f"nothing listens on {name}={port}"
+        assert listeners <= LOOPBACK, f"{name} listens on {listeners}"
+    # What browsers need: the front door (page, /api, /rtc signalling) and ICE/TCP media.
+    assert listening_addresses(int(env["WEB_PORT"])) - LOOPBACK, "the front door is not public"
+    assert listening_addresses(int(env["LIVEKIT_RTC_TCP_PORT"])) - LOOPBACK, "ICE/TCP media is not public"
+
+
+def test_the_stacks_redis_needs_its_password_and_no_command_line_shows_it(native_stack: ProcessStack) -> None:
+    env = native_stack.env
+    with socket.create_connection(("127.0.0.1", int(env["REDIS_PORT"])), timeout=5) as sock:
+        sock.sendall(b"PING\r\n")
+        assert sock.recv(64).startswith(b"-NOAUTH")
+    client = redis.Redis.from_url(env["REDIS_URL"])
+    try:
+        assert client.ping()
+    finally:
+        client.close()
+    password = env["APPLIANCE_REDIS_PASSWORD"].encode()
+    assert len(password) >= 32
+    for cmdline in Path("/proc").glob("[0-9]*/cmdline"):
+        with contextlib.suppress(OSError):
+            assert password not in cmdline.read_bytes(), f"the Redis password is in {cmdline}"
+
+
 def test_front_door_responses_match_the_spec(native_stack: ProcessStack) -> None:
     url = native_stack.token_url
     cases: list[tuple[dict[str, Any], int]] = [
@@ -568,7 +608,7 @@ def dotenv_secret() -> str | None:
 def test_no_secret_in_the_web_bundle_any_response_or_any_log(native_stack: ProcessStack) -> None:
     """Runs last in this module: every response above, and the logs written so far."""
     env = native_stack.env
-    secrets_ = [env["LIVEKIT_API_SECRET"], *EXTRA_SECRETS]
+    secrets_ = [env["LIVEKIT_API_SECRET"], env["APPLIANCE_REDIS_PASSWORD"], *EXTRA_SECRETS]
     local = dotenv_secret()
     bundle = sorted(Path(env["WEB_ROOT"]).rglob("*"))
     assert any(path.suffix == ".js" for path in bundle), "web bundle not built"

@@ -60,7 +60,7 @@ def cluster(standin: GeminiLiveStandin, tmp_path_factory: pytest.TempPathFactory
 
 def room_node(cluster: Cluster, room: str) -> str | None:
     """'a' or 'b': which node hosts `room` now (None: no node has it)."""
-    client = redis.Redis(port=int(cluster.env["REDIS_PORT"]), decode_responses=True)
+    client = redis.Redis.from_url(cluster.env["REDIS_URL"], decode_responses=True)
     try:
         node_id = client.hget(ROOM_NODE_MAP, room)
     finally:

@@ -18,8 +18,7 @@ instead. It is a test double of an external API and tries to be honest about it:
 
 Protocol facts are taken from google-genai 3.4.0 (``google/genai/live.py``,
 ``types.py``, ``_live_converters.py``), livekit-plugins-google 1.8.9
-(``realtime/realtime_api.py``) and the project's notes in
-``/work/shared/notes/gemini-live-protocol.md``.
+(``realtime/realtime_api.py``), as pinned in ``requirements.lock``.
 
 Audio formats (from the notes and ``realtime_api.py``):
 
