@@ -11,6 +11,7 @@ from flask.testing import FlaskClient
 from werkzeug.test import TestResponse
 
 from token_server import create_app
+from token_server import sessions
 from token_server.sessions import MemorySessionStore, RedisSessionStore, SessionStore
 
 from tokenserver_testing import SHARED_KEY, make_settings
@@ -100,12 +101,54 @@ def test_open_mode_limits_a_body_identity(store_kind: str, url_for_store: str | 
 
 
 def test_concurrent_session_cap(store_kind: str, url_for_store: str | None) -> None:
-    client = make_client(store_kind, url_for_store, token_max_sessions_per_identity=2, token_ttl_seconds=120)
+    client = make_client(store_kind, url_for_store, token_max_sessions_per_identity=2, token_ttl_seconds=120,
+                         token_join_window_seconds=30)
     for _ in range(2):
         assert client.post("/api/token", json={"participant_identity": "caller"}).status_code == 201
     retry_after = assert_429(client.post("/api/token", json={"participant_identity": "caller"}), "too_many_sessions")
-    assert 100 <= retry_after <= 120  # until the first unused token expires
+    assert 25 <= retry_after <= 30  # until the first unused token's join window ends, not its TTL
     assert client.post("/api/token", json={"participant_identity": "other"}).status_code == 201
+
+
+class Clock:
+    """Stands in for the `time` module inside `token_server.sessions` (Unix seconds)."""
+
+    def __init__(self) -> None:
+        self.now = time.time()
+
+    def time(self) -> float:
+        return self.now
+
+
+def test_an_unused_token_stops_counting_after_the_join_window(
+    store_kind: str, url_for_store: str | None, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """LiveKit's starter apps fetch a token when the page loads and may fetch another on start:
+    the one never used holds the identity's slot for the join window only."""
+    clock = Clock()
+    monkeypatch.setattr(sessions, "time", clock)
+    client = make_client(store_kind, url_for_store, token_max_sessions_per_identity=1, token_ttl_seconds=600,
+                         token_join_window_seconds=30)
+    assert client.post("/api/token", json={"participant_identity": "caller"}).status_code == 201
+    assert_429(client.post("/api/token", json={"participant_identity": "caller"}), "too_many_sessions")
+    clock.now += 31
+    assert client.post("/api/token", json={"participant_identity": "caller"}).status_code == 201
+
+
+def test_a_token_used_after_its_join_window_counts_again(
+    store_kind: str, url_for_store: str | None, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    clock = Clock()
+    monkeypatch.setattr(sessions, "time", clock)
+    store = make_store(store_kind, url_for_store)
+    assert store.reserve("dee", "room-late", pending_s=30, cap=1).granted
+    clock.now += 300  # the token is still valid; the join window is long over
+    assert store.active("dee") == 0
+    assert store.joined("dee", "room-late", live_s=3600, cap=1)  # LiveKit's participant_joined
+    assert store.active("dee") == 1
+    assert not store.reserve("dee", "room-next", pending_s=30, cap=1).granted
+    store.left("dee", "room-late")
+    assert store.reserve("dee", "room-next", pending_s=30, cap=1).granted
 
 
 # --- the stores themselves ---------------------------------------------------------------

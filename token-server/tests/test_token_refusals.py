@@ -32,7 +32,7 @@ def error_of(response: TestResponse, status: int, code: str) -> str:
     [
         ({"room_name": "my-room"}, "room_name"),
         ({"room_name": ""}, "room_name"),
-        ({"room_config": {"agents": [{"agent_name": "x"}]}}, "room_config"),
+        ({"room_config": {"agents": [{"agent_name": "x"}]}}, "room_config"),  # not our agent
         ({"room_config": {}}, "room_config"),
     ],
 )

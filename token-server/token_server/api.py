@@ -28,6 +28,7 @@ from .schemas import (
     RequestLimits,
     TokenRequest,
     describe_request_error,
+    describe_server_chosen,
     server_chosen_fields,
 )
 from .sessions import SessionStore
@@ -119,27 +120,24 @@ def read_json_object(req: Request) -> dict[str, Any]:
 
 
 def parse_token_request(
-    data: dict[str, Any], limits: RequestLimits, identity_from_body: bool = True
+    data: dict[str, Any], limits: RequestLimits, identity_from_body: bool = True, agent_name: str = ""
 ) -> TokenRequest:
     """Validate a request body.
 
     Args:
         identity_from_body: False outside open mode, where the identity comes from the
             verified credential and ``participant_identity`` is refused.
+        agent_name: this appliance's agent (`AGENT_NAME`): a ``room_config`` that asks for it
+            and nothing else is accepted and ignored, since the server dispatches it anyway.
 
     Raises:
-        ApiError: 403 ``field_not_allowed`` for ``room_name`` / ``room_config`` (and
-            ``participant_identity`` when not `identity_from_body`);
+        ApiError: 403 ``field_not_allowed`` for ``room_name`` / any other ``room_config``
+            (and ``participant_identity`` when not `identity_from_body`);
             422 ``validation_error`` (one message naming every bad field) otherwise.
     """
-    refused = server_chosen_fields(data)
+    refused = server_chosen_fields(data, agent_name)
     if refused:
-        raise ApiError(
-            403,
-            "field_not_allowed",
-            f"{', '.join(refused)}: chosen by the server; a client may not set "
-            f"{'it' if len(refused) == 1 else 'them'}",
-        )
+        raise ApiError(403, "field_not_allowed", describe_server_chosen(refused, agent_name))
     if not identity_from_body and data.get("participant_identity") is not None:
         raise ApiError(
             403,
@@ -170,6 +168,7 @@ def issue_token() -> tuple[Response, int]:
         read_json_object(request),
         RequestLimits.from_settings(settings),
         identity_from_body=caller.identity is None,
+        agent_name=settings.agent_name,
     )
     chosen = caller.identity or token_request.participant_identity
     if chosen is not None:
@@ -180,7 +179,9 @@ def issue_token() -> tuple[Response, int]:
     room_name = new_room_name()
     store: SessionStore = current_app.extensions[_STORE]
     cap = settings.token_max_sessions_per_identity
-    reservation = store.reserve(identity, room_name, settings.token_ttl_seconds, cap)
+    # An unused token counts for the join window only; a late join counts again (`sessions`).
+    pending_s = min(settings.token_join_window_seconds, settings.token_ttl_seconds)
+    reservation = store.reserve(identity, room_name, pending_s, cap)
     if not reservation.granted:
         raise ApiError(
             429,

@@ -99,7 +99,8 @@ def identity_problem(value: str, max_length: int) -> str | None:
 
 class TokenRequest(BaseModel):
     """Body of ``POST /api/token``: LiveKit's standard token request, minus the fields
-    the server chooses (`room_name`, `room_config`, refused before this model runs).
+    the server chooses (`room_name`, `room_config`: refused, or for a `room_config` that only
+    names our agent ignored, before this model runs).
 
     Every field is optional; JSON ``null`` counts as absent. Validate with
     ``TokenRequest.model_validate(data, context={"limits": RequestLimits(...)})``.
@@ -200,6 +201,50 @@ def describe_request_error(error: ValidationError) -> str:
     return "; ".join(problems)
 
 
-def server_chosen_fields(data: dict[str, Any]) -> list[str]:
-    """Names of the server-chosen fields present (and not null) in a request body."""
-    return [name for name in SERVER_CHOSEN_FIELDS if data.get(name) is not None]
+def _present(mapping: dict[str, Any]) -> dict[str, Any]:
+    """`mapping` without the entries that count as absent: JSON ``null`` and ``""`` (the
+    protobuf default, which some SDKs' JSON encoders write out)."""
+    return {key: value for key, value in mapping.items() if value is not None and value != ""}
+
+
+def only_names_agent(room_config: Any, agent_name: str) -> bool:
+    """True when `room_config` asks for `agent_name` and nothing else:
+    ``{"agents": [{"agent_name": agent_name}]}``.
+
+    That is what livekit-client's ``TokenSource.endpoint`` sends when the app passes
+    ``agentName`` (LiveKit's agent-starter-react does whenever ``AGENT_NAME`` is set). The
+    token server dispatches that agent anyway, so such a request changes nothing.
+    """
+    if not isinstance(room_config, dict) or set(_present(room_config)) != {"agents"}:
+        return False
+    agents = room_config["agents"]
+    return (
+        isinstance(agents, list)
+        and len(agents) == 1
+        and isinstance(agents[0], dict)
+        and _present(agents[0]) == {"agent_name": agent_name}
+    )
+
+
+def server_chosen_fields(data: dict[str, Any], agent_name: str | None = None) -> list[str]:
+    """Names of the server-chosen fields present (and not null) in a request body, except
+    a ``room_config`` that only names `agent_name` (`only_names_agent`), which is harmless."""
+    return [
+        name
+        for name in SERVER_CHOSEN_FIELDS
+        if data.get(name) is not None
+        and not (name == "room_config" and agent_name and only_names_agent(data[name], agent_name))
+    ]
+
+
+def describe_server_chosen(refused: list[str], agent_name: str) -> str:
+    """The message of the ``403 field_not_allowed`` answer for the server-chosen fields in
+    `refused`: what each one may be instead."""
+    why = {
+        "room_name": "room_name: chosen by the server (every call gets a fresh room); leave it out",
+        "room_config": (
+            "room_config: chosen by the server; leave it out, or ask for this appliance's agent "
+            f'and nothing else: {{"agents": [{{"agent_name": "{agent_name}"}}]}}'
+        ),
+    }
+    return "; ".join(why[name] for name in refused)

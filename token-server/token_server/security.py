@@ -8,8 +8,9 @@ headers, the CORS allow-list, and open mode's refusal to serve other machines.
   serves no documents), same-origin resource and opener policies, and HSTS when the
   request came over HTTPS.
 * CORS: only origins listed in `TOKEN_CORS_ORIGINS` get ``Access-Control-Allow-Origin``
-  (POST, with ``Authorization`` and ``Content-Type``); others get no CORS headers, so
-  browsers keep the answer from them.
+  (POST, with the request headers LiveKit's token sources send: ``Content-Type``, plus
+  ``X-Sandbox-Id`` from LiveKit's starter apps, and ``Authorization`` for shared-key and
+  OIDC callers); others get no CORS headers, so browsers keep the answer from them.
 * Open mode serves this machine only. `Settings` refuses a non-loopback
   `TOKEN_SERVER_HOST`; on top of that, a request is refused with 403
   ``open_mode_local_only`` when it reached this process on a non-loopback local address
@@ -43,7 +44,10 @@ SECURITY_HEADERS = {
 }
 HSTS = "max-age=31536000"
 CORS_METHODS = "POST"
-CORS_HEADERS = "Authorization, Content-Type"
+#: Request headers a listed origin may send. livekit-client's ``TokenSource.endpoint`` sends
+#: ``Content-Type: application/json`` plus the headers its caller adds; LiveKit's
+#: agent-starter-react adds ``X-Sandbox-Id`` (empty off LiveKit Cloud), which we ignore.
+CORS_HEADERS = "Authorization, Content-Type, X-Sandbox-Id"
 CORS_MAX_AGE_S = 600
 
 

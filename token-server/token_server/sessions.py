@@ -4,8 +4,10 @@ the webhook event log.
 A *session* is one room joined or to be joined by one identity. It counts against the
 identity's cap
 
-* from the moment its token is issued until the token expires (``pending``: the token
-  TTL, since an unused token is worthless after that), then
+* from the moment its token is issued for a short join window (``pending``:
+  `TOKEN_JOIN_WINDOW_SECONDS`, 30 s by default), so a token fetched and never used (LiveKit's
+  starter apps fetch one when the page loads and may fetch another on start) soon stops
+  counting, then
 * from LiveKit's ``participant_joined`` webhook, for at most `live_s` seconds (a safety
   net if the ``participant_left`` / ``room_finished`` webhook never arrives),
 * until ``participant_left`` (that identity left that room) or ``room_finished``.
@@ -13,8 +15,9 @@ identity's cap
 Every join by a caller counts under the identity LiveKit verified from its token, whether
 or not the room is still on record: a token stays valid after its room finished (and
 rooms are created at join time), so leaving and joining again with the same token is a
-new call. `SessionStore.joined` refuses a join that would take the identity past its cap;
-the webhook receiver then deletes that room.
+new call, and so is a join with a token used after its join window (it stays valid for
+the token TTL). `SessionStore.joined` refuses a join that would take the identity past its
+cap; the webhook receiver then deletes that room.
 
 Each session has its own expiry (the sorted set's score); the set itself lives as long as
 its latest session, so a new reservation never shortens a long call's.

@@ -192,8 +192,8 @@ class Settings(BaseSettings):
     token_rate_limit_per_identity: str = Field(
         default="10/minute;100/hour", validation_alias="TOKEN_RATE_LIMIT_PER_IDENTITY"
     )
-    #: Calls one identity may have at once: tokens not used yet (for the token TTL) plus
-    #: rooms joined and not yet left (from LiveKit's webhooks).
+    #: Calls one identity may have at once: tokens not used yet (for the join window below)
+    #: plus rooms joined and not yet left (from LiveKit's webhooks).
     token_max_sessions_per_identity: int = Field(
         default=3, ge=1, le=1000, validation_alias="TOKEN_MAX_SESSIONS_PER_IDENTITY"
     )
@@ -205,7 +205,8 @@ class Settings(BaseSettings):
     #: workers (which publish their capacity in the same Redis) have no room for another.
     #: Needs `REDIS_URL`; off, every call gets a room even if no agent will come.
     token_admission_control: bool = Field(default=True, validation_alias="TOKEN_ADMISSION_CONTROL")
-    #: How long an admitted call holds its place while the caller joins and the agent starts.
+    #: How long an admitted call holds its place while the caller joins and the agent starts,
+    #: and how long an unused token counts against its identity's session cap.
     token_join_window_seconds: int = Field(
         default=30, ge=5, le=600, validation_alias="TOKEN_JOIN_WINDOW_SECONDS"
     )
