@@ -42,12 +42,17 @@ def service_ports(env: Mapping[str, str]) -> list[ServicePort]:
         ServicePort(int(env["REDIS_PORT"]), "REDIS_PORT"),
         ServicePort(int(env["LIVEKIT_PORT"]), "livekit.yaml port"),
         ServicePort(int(rtc_tcp), "livekit.yaml rtc.tcp_port"),
+        ServicePort(int(env.get("LIVEKIT_PROMETHEUS_PORT") or config["prometheus"]["port"]), "livekit.yaml prometheus.port"),
         ServicePort(int(env["TOKEN_SERVER_PORT"]), "TOKEN_SERVER_PORT"),
         ServicePort(int(env["WEB_PORT"]), "WEB_PORT"),
     ]
     base = int(env["AGENT_HEALTH_PORT"])
     if base:
         ports += [ServicePort(base + n, "AGENT_HEALTH_PORT" + (f" + {n}" if n else ""))
+                  for n in range(int(env.get("AGENT_WORKERS") or 1))]
+    metrics = int(env.get("AGENT_METRICS_PORT") or 0)
+    if metrics:
+        ports += [ServicePort(metrics + n, "AGENT_METRICS_PORT" + (f" + {n}" if n else ""))
                   for n in range(int(env.get("AGENT_WORKERS") or 1))]
     if process_enabled(env, "sip"):
         sip = int(env["SIP_PORT"])

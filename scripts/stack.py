@@ -168,6 +168,7 @@ def build_env(
         `TOKEN_SERVER_HOST` and `AGENT_HEALTH_HOST` (default 127.0.0.1), `LIVEKIT_CONFIG` (livekit.yaml with webhooks
         to the token server, see `livekit_config_with_webhook`), `SIP_CONFIG_BODY` (with
         `SIP_ENABLED`, see `sip_config`), `AGENT_WORKERS` (default 1), `AGENT_READY_FILE`,
+        `AGENT_METRICS_DIR`,
         `PYTHONPATH`, `WEB_ROOT`, `STATE_DIR`, `KNOWLEDGE_INDEX_PATH` (in `STATE_DIR`).
     """
     inherited = dict(os.environ if base is None else base)
@@ -198,6 +199,7 @@ def build_env(
     env.setdefault("STATE_DIR", str(ROOT / ".state"))
     env.setdefault("WEB_ROOT", str(ROOT / "web" / "dist"))
     env.setdefault("AGENT_READY_FILE", str(Path(env["STATE_DIR"]) / "agent.ready"))
+    env.setdefault("AGENT_METRICS_DIR", str(Path(env["STATE_DIR"]) / "metrics"))
     env["AGENT_WORKERS"] = env.get("AGENT_WORKERS") or "1"
     env.setdefault("KNOWLEDGE_INDEX_PATH", str(Path(env["STATE_DIR"]) / "knowledge.sqlite"))
     env["PYTHONPATH"] = os.pathsep.join(

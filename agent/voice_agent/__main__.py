@@ -11,10 +11,15 @@ from __future__ import annotations
 
 import os
 import sys
+import tempfile
 import threading
-from typing import Any
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 from pydantic import ValidationError
+
+if TYPE_CHECKING:
+    from .settings import AgentSettings
 
 
 def main(argv: list[str]) -> int:
@@ -32,6 +37,14 @@ def main(argv: list[str]) -> int:
     missing = settings.missing_model_credentials()
     if missing:
         print(f"voice_agent: warning: {missing}; calls will be told the agent is not configured", file=sys.stderr)
+
+    if settings.worker_metrics_port:
+        try:
+            _serve_metrics(settings)
+        except OSError as exc:
+            print(f"voice_agent: metrics port {settings.metrics_host}:{settings.worker_metrics_port} "
+                  f"(AGENT_METRICS_PORT + worker): {exc.strerror or exc}", file=sys.stderr)
+            return 2
 
     command = argv or ["start"]
     if command[0] != "start":
@@ -79,6 +92,16 @@ def _check_operator_tools(settings: Any) -> None:
         print(f"voice_agent: {line}", file=sys.stderr, flush=True)
     for line in warnings:
         print(f"voice_agent: warning: {line}", file=sys.stderr, flush=True)
+def _serve_metrics(settings: AgentSettings) -> None:
+    """Point prometheus_client's multiprocess mode at this worker's directory (before anything
+    imports prometheus_client: it reads the variable at import), then serve the metrics."""
+    base = settings.metrics_dir or Path(tempfile.gettempdir()) / f"voice-agent-metrics-{os.getuid()}"
+    directory = base / f"worker-{settings.worker_index}"
+    directory.mkdir(parents=True, exist_ok=True)
+    os.environ["PROMETHEUS_MULTIPROC_DIR"] = str(directory)  # livekit-agents empties it at start
+    from .metrics import serve
+
+    serve(settings.metrics_host, settings.worker_metrics_port)
 
 
 if __name__ == "__main__":

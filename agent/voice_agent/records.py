@@ -221,6 +221,12 @@ class CallRecorder:
         }
         self._queue("xadd", (events_key(self.room), fields))
 
+    def write(self, writes: list[tuple[str, tuple[Any, ...]]]) -> None:
+        """Queue other writes (`(command, args)`, e.g. `voice_calls.budget`'s totals) in order
+        with the record's, with the same retries while Redis is away."""
+        for op, args in writes:
+            self._queue(op, args)
+
     def end(self, reason: str) -> None:
         """The call is over (the caller left, or it cannot go on): close the record. Only the
         first reason counts (the agent hangs up, then the caller's line drops)."""

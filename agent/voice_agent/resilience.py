@@ -448,6 +448,7 @@ class ResilientRealtimeSession(_PluginRealtimeSession):
         )
         self._policy = realtime_model.retry_policy
         self._listeners = realtime_model.listeners
+        self._input_taps = realtime_model.input_taps
         self._go_away_margin_s = realtime_model.go_away_margin_s
         self._replay = _ReplayBuffer(limit_bytes=int(realtime_model.replay_limit_s * _INPUT_BYTES_PER_S))
         self._connections = 0
@@ -459,7 +460,10 @@ class ResilientRealtimeSession(_PluginRealtimeSession):
         a call's CPU)."""
         for resampled in self._resample_audio(frame):
             for chunk in self._bstream.write(resampled.data.tobytes()):
-                blob = types.Blob.model_construct(data=chunk.data.tobytes(), mime_type=_INPUT_MIME_TYPE)
+                data = chunk.data.tobytes()
+                for tap in self._input_taps:
+                    tap(data)
+                blob = types.Blob.model_construct(data=data, mime_type=_INPUT_MIME_TYPE)
                 self._send_client_event(types.LiveClientRealtimeInput.model_construct(audio=blob))
 
     def _notify(self, method: str, *args: Any, **kwargs: Any) -> None:
@@ -567,10 +571,16 @@ class ResilientRealtimeModel(google.realtime.RealtimeModel):
         self.go_away_margin_s = go_away_margin_s
         self.replay_limit_s = replay_limit_s
         self.listeners: list[ModelLinkListener] = []
+        self.input_taps: list[Callable[[bytes], None]] = []
 
     def add_listener(self, listener: ModelLinkListener) -> None:
         """Register for connection events of every session of this model."""
         self.listeners.append(listener)
+
+    def add_input_tap(self, tap: Callable[[bytes], None]) -> None:
+        """Call `tap` with each chunk of the caller's audio sent to the model (16 kHz PCM16
+        mono, `input_chunk_ms` long), on the job's loop; it must be quick."""
+        self.input_taps.append(tap)
 
     def session(self, *, turn_detection_disabled: bool = False) -> ResilientRealtimeSession:
         sess = ResilientRealtimeSession(self)

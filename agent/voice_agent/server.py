@@ -39,8 +39,9 @@ from livekit.agents import (
     llm,
     room_io,
 )
+from voice_calls import budget
 
-from . import operator_tools, records, telephony, vision
+from . import guards, metrics, operator_tools, records, telephony, vision
 from .assistant import Assistant
 from .capacity import CapacityPublisher
 from .link import FILLER_TEXT, CallLink, clip_frames
@@ -57,8 +58,8 @@ settings = AgentSettings()
 _CALL_MODULES = tuple(
     f"{__package__}.{name}"
     for name in (
-        "assistant", "capacity", "link", "model", "operator_tools", "records", "resilience", "telephony", "tools",
-        "watchdog",
+        "assistant", "capacity", "guards", "link", "metrics", "model", "operator_tools", "records", "resilience",
+        "telephony", "tools", "watchdog",
     )
 ) + ("livekit.agents.llm.async_toolset", "anyio._backends._asyncio", "anyio._core._sockets")
 #: livekit-agents requires a threshold below 1 in production; full means `max_calls` calls.
@@ -218,10 +219,17 @@ async def entrypoint(ctx: JobContext) -> None:
     model = build_realtime_model(settings)
     # Gemini Live does turn detection and barge-in server-side: no local VAD or STT (video: vision.py).
     session = AgentSession(llm=model, video_sampler=vision.only_through_vision)
+    caller = {"identity": dispatch.participant_identity}
+    counted = metrics.CallMetrics(
+        "phone" if phone_dispatch else "web", settings.model_prices,
+        on_usage=(lambda tokens, cost: call.write(budget.usage_writes(tokens, cost))) if call else None,
+        on_ended=(lambda seconds: call.write(budget.call_writes(caller["identity"], seconds))) if call else None,
+    )
+    counted.attach(ctx, model, session)
     caller_here = asyncio.Event()
     link = CallLink(
         tell=lambda text: _tell_caller(ctx, text, caller_here),
-        play_filler=lambda: _play_filler(session),
+        play_filler=lambda: _play_filler(session, counted),
         filler_after_s=settings.filler_after_s,
         on_event=(lambda name, fields: call.event("lifecycle", {"event": name, **fields})) if call else None,
     )
@@ -278,6 +286,9 @@ async def entrypoint(ctx: JobContext) -> None:
         return
     ctx.log_context_fields = {"room": ctx.room.name, "participant": participant.identity}
     caller_here.set()
+    caller["identity"] = participant.identity
+    counted.call_started()
+    guards.guard_call_length(ctx, session, call, settings.max_call_s, settings.max_call_warning_s)
     if call is not None:
         call.set_participant(participant.identity, participant.name or dispatch.participant_name)
     _watch_caller(ctx, call, participant.identity, left=phone.left_reason if phone else lambda: "caller left")
@@ -394,12 +405,14 @@ def _reason_name(reason: int | None) -> str:
         return str(reason)
 
 
-def _play_filler(session: AgentSession) -> None:
+def _play_filler(session: AgentSession, counted: metrics.CallMetrics) -> None:
     """Say "One moment, please." with the pre-rendered clip (the model cannot speak now)."""
     try:
         session.say(FILLER_TEXT, audio=clip_frames(settings.filler_wav), add_to_chat_ctx=False)
     except RuntimeError as exc:  # the session is closing
         logger.debug("no filler: %s", exc)
+        return
+    counted.filler_played()
 
 
 async def _end_call(ctx: JobContext, call: records.CallRecorder | None, message: str, *, reason: str) -> None:

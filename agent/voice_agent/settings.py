@@ -14,6 +14,7 @@ from urllib.parse import urlsplit
 
 from pydantic import AliasChoices, BaseModel, ConfigDict, Field, HttpUrl, SecretStr, ValidationError, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+from voice_calls import pricing
 
 #: Default FAQ shipped with the package (TOML, `[[entry]]` tables).
 DEFAULT_FAQ_PATH = Path(__file__).with_name("faq.toml")
@@ -198,6 +199,10 @@ class AgentSettings(BaseSettings):
     sip_transfer_to: str = Field(default="", validation_alias="SIP_TRANSFER_TO")
 
     # Call life cycle.
+    #: A call ends after this long from the caller joining, s (0: no limit); the agent says
+    #: so `max_call_warning_s` before, then says goodbye (guards.py).
+    max_call_s: float = Field(default=3600.0, ge=0, validation_alias="AGENT_MAX_CALL_S")
+    max_call_warning_s: float = Field(default=60.0, ge=0, validation_alias="AGENT_MAX_CALL_WARNING_S")
     participant_timeout_s: float = Field(default=30.0, gt=0, validation_alias="AGENT_PARTICIPANT_TIMEOUT_S")
     faq_path: Path = Field(default=DEFAULT_FAQ_PATH, validation_alias="AGENT_FAQ_PATH")
 
@@ -243,6 +248,34 @@ class AgentSettings(BaseSettings):
     #: Written with the worker id once LiveKit has accepted the registration, removed at
     #: start and at exit: a readiness probe (`GET /` answers OK before registration).
     ready_file: Path | None = Field(default=None, validation_alias="AGENT_READY_FILE")
+
+    # Metrics (metrics.py) and cost (voice_calls.pricing).
+    #: Prometheus metrics of worker N on `metrics_port + N` (`GET /metrics`); 0: off.
+    metrics_port: int = Field(default=9300, ge=0, le=65535, validation_alias="AGENT_METRICS_PORT")
+    #: Where the metrics server listens: loopback unless Prometheus runs on another machine.
+    metrics_host: str = Field(default="127.0.0.1", validation_alias="AGENT_METRICS_HOST")
+    #: Where the call processes write their metrics (prometheus_client multiprocess mode);
+    #: worker N uses `metrics_dir/worker-N`. Unset: a directory under the system's temp dir.
+    metrics_dir: Path | None = Field(default=None, validation_alias="AGENT_METRICS_DIR")
+    #: The model's prices, USD per million tokens (`input_audio=3.00,output_audio=12.00,...`;
+    #: pairs not given keep the published defaults, see voice_calls.pricing).
+    model_prices_usd_per_mtok: str = Field(default="", validation_alias="MODEL_PRICES_USD_PER_MTOK")
+
+    @field_validator("model_prices_usd_per_mtok")
+    @classmethod
+    def _prices(cls, value: str) -> str:
+        pricing.parse_prices(value)
+        return value
+
+    @property
+    def model_prices(self) -> dict[tuple[str, str], float]:
+        """(direction, modality) -> USD per million tokens."""
+        return pricing.parse_prices(self.model_prices_usd_per_mtok)
+
+    @property
+    def worker_metrics_port(self) -> int:
+        """This worker's metrics port: `metrics_port + worker_index`, or 0 (off)."""
+        return self.metrics_port + self.worker_index if self.metrics_port else 0
 
     @property
     def worker_health_port(self) -> int:

@@ -67,7 +67,7 @@ class Worker:
     ready_file: Path
 
     def command(self) -> str:
-        return (f"LIVEKIT_URL={self.livekit_url} AGENT_HEALTH_PORT={self.health_port} "
+        return (f"LIVEKIT_URL={self.livekit_url} AGENT_HEALTH_PORT={self.health_port} AGENT_METRICS_PORT=0 "
                 f"AGENT_READY_FILE={self.ready_file} exec python -m voice_agent start")
 
 

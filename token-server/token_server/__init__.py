@@ -16,6 +16,7 @@ from flask import Flask
 
 from . import api, calls, errors, health, metrics, outbound, ratelimit, security, webhooks
 from .admission import create_admission
+from .budgets import create_budgets
 from .auth import create_authenticator
 from .log import configure_logging
 from .sessions import create_store
@@ -46,7 +47,8 @@ def create_app(settings: Settings | None = None) -> Flask:
     ratelimit.init_app(app, settings)
     store = create_store(settings.redis_url.get_secret_value())
     app.register_blueprint(health.bp)
-    api.init_app(app, settings, create_authenticator(settings), store, create_admission(settings))
+    api.init_app(app, settings, create_authenticator(settings), store, create_admission(settings),
+                 create_budgets(settings))
     webhooks.init_app(app, settings, store)
     calls.init_app(app, settings)
     outbound.init_app(app, settings)

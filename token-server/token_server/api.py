@@ -19,6 +19,7 @@ from flask import Blueprint, Flask, Request, Response, current_app, jsonify, req
 from pydantic import ValidationError
 
 from .admission import AdmissionControl
+from .budgets import Budgets
 from .auth import IDENTITY_HEADER, Authenticator
 from .errors import ApiError
 from .metrics import get_metrics
@@ -43,6 +44,7 @@ _SETTINGS = "token_server.settings"
 _AUTH = "token_server.auth"
 _STORE = "token_server.sessions"
 _ADMISSION = "token_server.admission"
+_BUDGETS = "token_server.budgets"
 _HOST = re.compile(r"^(?:[A-Za-z0-9.-]+|\[[0-9A-Fa-f:.]+\])(?::[0-9]{1,5})?$")
 
 
@@ -52,6 +54,7 @@ def init_app(
     authenticator: Authenticator,
     store: SessionStore,
     admission: AdmissionControl | None = None,
+    budgets: Budgets | None = None,
 ) -> None:
     """Attach `settings`, the authenticator, the session store and admission control (None:
     every call is admitted); register the blueprint."""
@@ -59,6 +62,7 @@ def init_app(
     app.extensions[_AUTH] = authenticator
     app.extensions[_STORE] = store
     app.extensions[_ADMISSION] = admission
+    app.extensions[_BUDGETS] = budgets
     app.config["MAX_CONTENT_LENGTH"] = settings.token_max_request_bytes
     app.register_blueprint(bp)
 
@@ -176,6 +180,9 @@ def issue_token() -> tuple[Response, int]:
     identity = chosen or new_identity()
     server_url = server_url_for(settings, request)
 
+    budgets: Budgets | None = current_app.extensions[_BUDGETS]
+    if budgets is not None:
+        budgets.check(identity)
     room_name = new_room_name()
     store: SessionStore = current_app.extensions[_STORE]
     cap = settings.token_max_sessions_per_identity

@@ -214,6 +214,15 @@ class Settings(BaseSettings):
     token_busy_retry_after_seconds: int = Field(
         default=5, ge=1, le=300, validation_alias="TOKEN_BUSY_RETRY_AFTER_SECONDS"
     )
+    #: Budgets (`budgets`; need `REDIS_URL`, where the agents add up usage): once today's or
+    #: this month's estimated model cost (USD, UTC periods) reaches its cap, new calls get
+    #: ``503 budget_exhausted``; an identity that has talked this many minutes today gets
+    #: ``429 minutes_exhausted``. 0: no cap. Live calls always finish.
+    token_daily_budget_usd: float = Field(default=0.0, ge=0, validation_alias="TOKEN_DAILY_BUDGET_USD")
+    token_monthly_budget_usd: float = Field(default=0.0, ge=0, validation_alias="TOKEN_MONTHLY_BUDGET_USD")
+    token_daily_minutes_per_identity: float = Field(
+        default=0.0, ge=0, validation_alias="TOKEN_DAILY_MINUTES_PER_IDENTITY"
+    )
     #: Reverse proxies in front of this server whose ``X-Forwarded-For`` is trusted for the
     #: client address (1: the native front door, Caddy). 0 when clients connect directly.
     token_trusted_proxy_hops: int = Field(default=1, ge=0, le=5, validation_alias="TOKEN_TRUSTED_PROXY_HOPS")

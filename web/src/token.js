@@ -112,6 +112,14 @@ export function tokenHttpError(status, payload, retryAfter = null) {
       'You will be connected as soon as one is free.',
     );
     error.retryAfterS = retryAfterSeconds(retryAfter);
+  } else if (serverCode === 'budget_exhausted' || serverCode === 'minutes_exhausted') {
+    // A cost guard: no more calls until the day (or month) is over; retrying now is pointless.
+    error = new AppError(
+      'limit-reached',
+      serverCode === 'budget_exhausted' ? 'No more calls for now' : 'You have used today\u2019s minutes',
+      serverMessage || 'The call limit is reached.',
+      'The operator has set a limit on calls; it resets at midnight UTC.',
+    );
   } else if (!serverMessage && [502, 503, 504].includes(status)) {
     // The front door answered, but nothing behind it did.
     error = new AppError(

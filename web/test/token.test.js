@@ -76,6 +76,16 @@ test('server URLs are made absolute websocket URLs', () => {
   assert.equal(resolveServerUrl('ws://box.local', { href: 'https://box.local/' }), 'wss://box.local/');
 });
 
+test('cost guards say the limit is reached, not that the server failed', () => {
+  const spent = tokenHttpError(503, { error: { code: 'budget_exhausted', message: "today's call budget (USD 5) is spent; calls resume in 60 min" } });
+  assert.equal(spent.code, 'limit-reached');
+  assert.equal(spent.title, 'No more calls for now');
+  assert.match(spent.message, /calls resume in 60 min/);
+  const minutes = tokenHttpError(429, { error: { code: 'minutes_exhausted', message: 'this identity has used its 10 minutes of calls today; more in 300 min' } });
+  assert.equal(minutes.code, 'limit-reached');
+  assert.equal(minutes.title, 'You have used today\u2019s minutes');
+});
+
 test('503 at_capacity means every line is busy, with when to ask again', async () => {
   const fetchImpl = async () =>
     new Response(JSON.stringify({ error: { code: 'at_capacity', message: 'all 8 lines are busy; retry in 5 s' } }), {
