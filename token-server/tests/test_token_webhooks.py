@@ -9,6 +9,7 @@ import json
 from datetime import timedelta
 
 import pytest
+import redis
 from flask import Flask
 from flask.testing import FlaskClient
 from livekit import api
@@ -152,3 +153,29 @@ def test_a_token_reused_after_its_room_finished_is_over_the_cap_and_its_room_del
     event("participant_joined", first, 6)  # the first token, still valid, re-creates its room
     assert deleted == [first]
     assert client.post("/api/token", json={"participant_identity": "fay"}).status_code == 429
+
+
+def test_callers_joining_and_agents_leaving_are_watched_for_a_missing_agent(redis_url: str) -> None:
+    """The dispatch guard's watch lists follow the webhooks (the guard itself runs in e2e tests)."""
+    from token_server.dispatch_guard import AGENT_LEFT, WAITING
+
+    # LiveKit is not running here: the guard's rounds fail fast and change nothing.
+    client = create_app(make_settings(redis_url=redis_url, livekit_url="ws://127.0.0.1:9")).test_client()
+    store = redis.Redis.from_url(redis_url, decode_responses=True)
+
+    def send(event: str, identity: str, kind: str, n: int) -> None:
+        body = event_body(event, room="room-w", identity=identity, event_id=f"EV_{n}", kind=kind)
+        assert deliver(client, body, signature(body)) == 204
+
+    send("participant_joined", "caller", "STANDARD", 1)
+    assert store.zscore(WAITING, "room-w") is not None, "a caller with no agent yet"
+    send("participant_joined", "agent-AJ_1", "AGENT", 2)
+    assert store.zscore(WAITING, "room-w") is None, "the agent came"
+    send("participant_left", "agent-AJ_1", "AGENT", 3)
+    assert store.zscore(AGENT_LEFT, "room-w") is not None, "the agent left the caller"
+    send("participant_joined", "agent-AJ_2", "AGENT", 4)
+    assert store.zscore(AGENT_LEFT, "room-w") is None, "another agent took over"
+    send("participant_joined", "phone", "SIP", 5)
+    body = event_body("room_finished", room="room-w", event_id="EV_6")
+    assert deliver(client, body, signature(body)) == 204
+    assert store.zscore(WAITING, "room-w") is None and store.zscore(AGENT_LEFT, "room-w") is None

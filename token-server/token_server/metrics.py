@@ -25,12 +25,16 @@ class Metrics:
     (``unauthorized``, ``rate_limited``, ``too_many_sessions``, ...).
     `webhook_events`: ``token_server_webhook_events_total{event=...}``, verified LiveKit
     webhook deliveries by event name.
+    `calls_without_agent`: ``token_server_calls_without_agent_total{outcome=...}``, rooms
+    whose caller had no agent: ``redispatched`` (dispatched again) or ``refused`` (told and
+    closed; see `dispatch_guard`).
     """
 
     registry: CollectorRegistry
     tokens_issued: Counter
     requests_rejected: Counter
     webhook_events: Counter
+    calls_without_agent: Counter
 
 
 def init_app(app: Flask) -> Metrics:
@@ -51,6 +55,12 @@ def init_app(app: Flask) -> Metrics:
             "token_server_webhook_events",
             "Verified LiveKit webhook deliveries, by event.",
             ["event"],
+            registry=registry,
+        ),
+        calls_without_agent=Counter(
+            "token_server_calls_without_agent",
+            "Rooms whose caller had no agent: dispatched again, or told and closed.",
+            ["outcome"],
             registry=registry,
         ),
     )

@@ -9,6 +9,7 @@ The agent (`agent/voice_agent/records.py`) is the writer and documents the schem
     voice:call:{room}:events   STREAM  type (turn|tool|usage|lifecycle|sources), at, job, seq, data (JSON)
     voice:calls                ZSET    room -> started_at
     voice:calls:open           SET     rooms whose call has not ended
+    voice:call:{room}:accepted STRING  a worker accepted the room's job (job id)
 
 `load_session(redis, room)` and `list_sessions(redis, ...)` take a synchronous
 `redis.Redis` (either `decode_responses` setting) and return plain JSON-ready dicts; the
@@ -44,6 +45,11 @@ def call_key(room: str) -> str:
 
 def events_key(room: str) -> str:
     return f"{PREFIX}call:{room}:events"
+
+
+def accepted_key(room: str) -> str:
+    """Set by an agent worker when it accepts the room's job (a worker is taking the call)."""
+    return f"{PREFIX}call:{room}:accepted"
 
 
 def _text(value: Any) -> str:

@@ -110,6 +110,18 @@ class Settings(BaseSettings):
     # --- Dispatch -----------------------------------------------------------------
     #: The worker's explicit dispatch name; no default here (it lives in `.env.example`).
     agent_name: str = Field(validation_alias="AGENT_NAME")
+    #: livekit-server's server API (the URL workers register with), for `dispatch_guard`.
+    livekit_url: str = Field(default="ws://127.0.0.1:7880", validation_alias="LIVEKIT_URL")
+    #: A caller whose room no worker has taken within this long is told so and the room
+    #: closed (it is dispatched again meanwhile); see `dispatch_guard`.
+    token_no_agent_notice_seconds: float = Field(
+        default=3.0, ge=1.0, le=300.0, validation_alias="TOKEN_NO_AGENT_NOTICE_SECONDS"
+    )
+    #: A worker took the call but its agent never joined, or the agent left and none came
+    #: back: told and closed after this long (a job process may take a while to start).
+    token_agent_join_timeout_seconds: float = Field(
+        default=60.0, ge=2.0, le=600.0, validation_alias="TOKEN_AGENT_JOIN_TIMEOUT_SECONDS"
+    )
 
     # --- Phone calls: the SIP_* variables (`telephony`) ---------------------------------
     telephony: TelephonySettings = Field(default_factory=TelephonySettings)

@@ -14,7 +14,9 @@ the participant identity (when there is one) and LiveKit's event id and time. Th
 three also feed the concurrent-session cap: every caller's join (a ``STANDARD``
 participant; not the agent, not a phone line) counts under its verified identity, and a
 join past the cap has its room deleted at once (a token stays valid after its room
-finished, so leave-and-rejoin is refused here). Other events are acknowledged and ignored.
+finished, so leave-and-rejoin is refused here). Callers joining and agents leaving also feed
+`dispatch_guard` (a caller is never left in a room no agent comes to). Other events are
+acknowledged and ignored.
 """
 
 from __future__ import annotations
@@ -22,13 +24,16 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Callable
 
+import redis
 import structlog
 from flask import Blueprint, Flask, current_app, request
 from google.protobuf.json_format import ParseError
 from livekit import api
 
+from .dispatch_guard import DispatchGuard, GuardTimes
 from .errors import ApiError
-from .metrics import get_metrics
+from .livekit_admin import RoomAdmin
+from .metrics import Metrics, get_metrics
 from .sessions import SessionStore
 from .settings import Settings
 
@@ -61,13 +66,14 @@ class WebhookHandler:
     `room_deleter`).
     """
 
-    def __init__(self, settings: Settings, store: SessionStore) -> None:
+    def __init__(self, settings: Settings, store: SessionStore, guard: DispatchGuard | None = None) -> None:
         self._verifier = api.TokenVerifier(settings.livekit_api_key, settings.livekit_api_secret.get_secret_value())
         self._receiver = api.WebhookReceiver(self._verifier)
         self._store = store
         self._live_s = settings.token_session_max_seconds
         self._cap = settings.token_max_sessions_per_identity
         self.end_call: Callable[[str], None] = room_deleter(settings)
+        self._guard = guard
 
     def check_signature(self, authorization: str) -> str:
         """The delivery's JWT (the ``Authorization`` header) once its signature verifies,
@@ -109,6 +115,8 @@ class WebhookHandler:
         identity = event.participant.identity
         if event.event not in RECORDED_EVENTS:
             return
+        if self._guard is not None:
+            self._guard.observe(event)
         self._store.record_event(
             {
                 "event": event.event,
@@ -153,6 +161,19 @@ def livekit_webhook() -> tuple[str, int]:
 
 
 def init_app(app: Flask, settings: Settings, store: SessionStore) -> None:
-    """Register the webhook endpoint on `app`."""
-    app.extensions[_EXTENSION] = WebhookHandler(settings, store)
+    """Register the webhook endpoint on `app` (with the dispatch guard when Redis is set)."""
+    app.extensions[_EXTENSION] = WebhookHandler(settings, store, _dispatch_guard(settings, get_metrics(app)))
     app.register_blueprint(bp)
+
+
+def _dispatch_guard(settings: Settings, metrics: Metrics | None) -> DispatchGuard | None:
+    """The guard shares its watch list through Redis; without Redis there is none."""
+    url = settings.redis_url.get_secret_value()
+    if not url:
+        return None
+    client = redis.Redis.from_url(url, decode_responses=True, socket_timeout=2, socket_connect_timeout=2)
+    admin = RoomAdmin(settings.livekit_url, settings.livekit_api_key, settings.livekit_api_secret.get_secret_value())
+    times = GuardTimes(notice_s=settings.token_no_agent_notice_seconds,
+                       join_timeout_s=settings.token_agent_join_timeout_seconds)
+    outcome = (lambda name: metrics.calls_without_agent.labels(outcome=name).inc()) if metrics else (lambda _n: None)
+    return DispatchGuard(client, admin, settings.agent_name, times, on_outcome=outcome)

@@ -16,9 +16,24 @@ export const TOKEN_TIMEOUT_MS = 15_000;
 /** How long we wait for the agent to join and become ready. */
 export const AGENT_JOIN_TIMEOUT_MS = 20_000;
 
+/**
+ * After the agent leaves mid-call, how long we show "Reconnecting the assistant…" before we
+ * call it gone: the appliance replaces a lost agent within seconds (a worker restart takes longer).
+ */
+export const AGENT_RETURN_GRACE_MS = 30_000;
+
 /** Text-stream topics used by livekit-agents. */
 export const TOPIC_TRANSCRIPTION = 'lk.transcription';
 export const TOPIC_CHAT = 'lk.chat';
+
+/**
+ * The appliance's notices to callers: reliable data messages, UTF-8 JSON
+ * `{code, message, closing}`, sent by the server when no agent can take the call
+ * (then the room is closed: `closing` is true) or while a new agent is being brought in.
+ */
+export const TOPIC_NOTICE = 'voice.notice';
+/** The notice's code while a new agent is brought into the call. */
+export const NOTICE_AGENT_RECONNECTING = 'agent_reconnecting';
 
 /** Participant attributes and stream attributes used by livekit-agents. */
 export const ATTR_AGENT_STATE = 'lk.agent.state';

@@ -208,6 +208,17 @@ export function agentTimeoutError({ joined, seconds }) {
       );
 }
 
+/**
+ * The server ended the call and said why (a closing notice on `voice.notice`).
+ * @param {{code: string, message: string}} notice
+ * @returns {AppError}
+ */
+export function callEndedError(notice) {
+  const error = new AppError('call-ended', 'Call ended', notice.message, 'Press Connect to try again.');
+  error.reason = notice.code;
+  return error;
+}
+
 function detail(error) {
   const text = error instanceof Error ? error.message : typeof error === 'string' ? error : '';
   return text ? `: ${text.replace(/\s+/g, ' ').slice(0, 200)}` : '';

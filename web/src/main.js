@@ -189,6 +189,10 @@ window.__voiceClient = Object.freeze({
       error: video.error ? video.error.toJSON() : null,
     };
   },
+  /** the server's last notice on topic voice.notice, {code, message, closing}, or null */
+  get serverNotice() {
+    return session.lastNotice ? { ...session.lastNotice } : null;
+  },
   /** microphone: off, pending, on, muted, unavailable */
   get mic() {
     return session.micStatus;

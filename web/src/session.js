@@ -12,18 +12,22 @@
 import { ConnectionState, Room, RoomEvent, Track } from 'livekit-client';
 import { AgentTracker, READY_STATES } from './agent.js';
 import {
+  AGENT_RETURN_GRACE_MS,
   AGENT_SPEECH_THRESHOLD,
   LEVEL_SAMPLE_MS,
+  NOTICE_AGENT_RECONNECTING,
   SILENT_MIC_AFTER_MS,
   SILENT_MIC_LEVEL,
   TOKEN_TIMEOUT_MS,
   TOPIC_CHAT,
+  TOPIC_NOTICE,
   TOPIC_TRANSCRIPTION,
   USER_SPEECH_THRESHOLD,
 } from './config.js';
 import {
   AppError,
   agentTimeoutError,
+  callEndedError,
   connectError,
   describeDisconnect,
   disconnectError,
@@ -33,6 +37,15 @@ import { LatencyTracker } from './latency.js';
 import { LevelMeter, SilentMicWatch } from './levels.js';
 import { fetchToken } from './token.js';
 import { transcribedSpeaker } from './transcript.js';
+
+/** @returns {any} the parsed JSON, or null if it is not JSON */
+function parseJson(text) {
+  try {
+    return JSON.parse(text);
+  } catch {
+    return null;
+  }
+}
 
 /** The notice shown while the open microphone has produced no sound at all. */
 export const SILENT_MIC_NOTICE =
@@ -100,6 +113,11 @@ export class VoiceSession extends EventTarget {
     this.endedByUser = false;
     this.chatCounter = 0;
     this.lastUserAt = -Infinity;
+    /** @type {{code: string, message: string, closing: boolean}|null} the server's last notice */
+    this.lastNotice = null;
+    this.lastNoticeAt = -Infinity;
+    /** @type {ReturnType<typeof setTimeout>|null} set while a new agent is awaited */
+    this.agentReturnTimer = null;
   }
 
   /** @returns {boolean} whether a session is open (connected or reconnecting) */
@@ -195,11 +213,9 @@ export class VoiceSession extends EventTarget {
     this.agentTracker.addEventListener('timeout', (e) =>
       this.#setError(agentTimeoutError({ joined: e.detail.joined, seconds: Math.round(this.options.agentJoinTimeoutMs / 1000) })),
     );
-    this.agentTracker.addEventListener('left', () =>
-      this.#setError(
-        new AppError('agent-left', 'The agent left', 'The agent left the conversation.', 'Press Disconnect, then Connect to start a new conversation.'),
-      ),
-    );
+    // An agent that leaves mid-call is usually being replaced (its worker died or is restarting):
+    // say so, and only call it gone once the grace period passes without a new one.
+    this.agentTracker.addEventListener('left', () => this.#awaitAgentReturn());
     this.agentTracker.start();
     this.#onAgentState(this.agentTracker.state);
     this.ticker = setInterval(() => this.#tick(), LEVEL_SAMPLE_MS);
@@ -334,6 +350,7 @@ export class VoiceSession extends EventTarget {
     this.identity = '';
     this.publishSources = [];
     this.lastUserAt = -Infinity;
+    this.lastNotice = null;
     this.silentMic.reset();
     this.transcript.clear();
     this.latency.reset(true);
@@ -364,6 +381,14 @@ export class VoiceSession extends EventTarget {
         }),
       )
       .on(RoomEvent.Disconnected, mine((reason) => this.#onDisconnected(reason)))
+      .on(
+        RoomEvent.DataReceived,
+        mine((payload, _participant, _kind, topic) => {
+          if (topic === TOPIC_NOTICE) this.#onNotice(parseJson(new TextDecoder().decode(payload)));
+        }),
+      )
+      // A closing notice also comes as the room's metadata, which travels with the signalling.
+      .on(RoomEvent.RoomMetadataChanged, mine((metadata) => this.#onNotice(parseJson(metadata)?.[TOPIC_NOTICE])))
       .on(
         RoomEvent.ConnectionQualityChanged,
         mine((quality, participant) => {
@@ -466,10 +491,43 @@ export class VoiceSession extends EventTarget {
   }
 
   #onAgentState(state) {
+    if (this.agentReturnTimer !== null) {
+      if (!READY_STATES.has(state)) return; // still "reconnecting the assistant"
+      clearTimeout(this.agentReturnTimer);
+      this.agentReturnTimer = null;
+    }
     this.#setAgentState(state);
     this.latency.agentState(state, performance.now());
     if (READY_STATES.has(state) && this.error?.code === 'agent-timeout') this.#setError(null);
     if (READY_STATES.has(state) && this.error?.code === 'agent-left') this.#setError(null);
+  }
+
+  /** The agent left (or the server says a new one is coming): wait for it for a while. */
+  #awaitAgentReturn() {
+    clearTimeout(this.agentReturnTimer);
+    this.agentReturnTimer = setTimeout(() => {
+      this.agentReturnTimer = null;
+      this.#setAgentState('disconnected');
+      this.#setError(
+        new AppError('agent-left', 'The agent left', 'The agent left the conversation and no other took over.', 'Press Disconnect, then Connect to start a new conversation.'),
+      );
+    }, AGENT_RETURN_GRACE_MS);
+    this.#setAgentState('reconnecting');
+  }
+
+  /** A notice from the server (topic voice.notice): shown in the transcript; a closing one ends the call. */
+  #onNotice(notice) {
+    if (typeof notice?.message !== 'string' || !notice.message) return;
+    const last = this.lastNotice;
+    const now = performance.now();
+    // The same notice may come twice (data message and room metadata; the agent and the watchdog).
+    if (last && last.code === notice.code && last.message === notice.message && now - this.lastNoticeAt < 5_000) return;
+    this.lastNoticeAt = now;
+    this.lastNotice = { code: String(notice.code ?? ''), message: notice.message, closing: notice.closing === true };
+    const id = `notice-${++this.chatCounter}`;
+    this.transcript.upsert(id, { speaker: 'agent', kind: 'notice', identity: '', text: notice.message, final: true });
+    if (this.lastNotice.closing) this.#setError(callEndedError(this.lastNotice));
+    else if (this.lastNotice.code === NOTICE_AGENT_RECONNECTING && !READY_STATES.has(this.agentState)) this.#awaitAgentReturn();
   }
 
   #onDisconnected(reason) {
@@ -477,7 +535,8 @@ export class VoiceSession extends EventTarget {
     if (this.state === 'connecting') return;
     const info = describeDisconnect(reason);
     this.lastDisconnect = { reason: info.name, byUser: this.endedByUser || info.byUser };
-    if (!this.lastDisconnect.byUser) this.#setError(disconnectError(reason));
+    // A closing notice already said why; the room's closing must not replace it.
+    if (!this.lastDisconnect.byUser && !this.lastNotice?.closing) this.#setError(disconnectError(reason));
     this.#cleanup();
   }
 
@@ -491,6 +550,8 @@ export class VoiceSession extends EventTarget {
   #cleanup() {
     clearInterval(this.ticker);
     this.ticker = null;
+    clearTimeout(this.agentReturnTimer);
+    this.agentReturnTimer = null;
     this.agentTracker?.stop();
     this.agentTracker = null;
     this.micMeter?.dispose();

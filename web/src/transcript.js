@@ -13,7 +13,7 @@ import { ATTR_SEGMENT_ID, ATTR_TRANSCRIBED_TRACK_ID, ATTR_TRANSCRIPTION_FINAL } 
  * @typedef {object} Entry
  * @property {string} id segment id (or `chat-…` for typed messages)
  * @property {'user'|'agent'} speaker
- * @property {'speech'|'chat'} kind
+ * @property {'speech'|'chat'|'notice'} kind
  * @property {string} identity participant identity of the speaker
  * @property {string} text
  * @property {boolean} final
@@ -191,7 +191,11 @@ export class TranscriptView {
     // Interim text changes often: ask assistive technology to wait for the final text.
     node.setAttribute('aria-busy', String(!entry.final));
     node.querySelector('.who').textContent =
-      entry.speaker === 'user' ? this.labels.userName?.() || 'You' : this.labels.agentName || 'Agent';
+      entry.kind === 'notice'
+        ? 'Notice'
+        : entry.speaker === 'user'
+          ? this.labels.userName?.() || 'You'
+          : this.labels.agentName || 'Agent';
     const text = node.querySelector('.text');
     const shown = entry.text || (entry.final ? '' : '\u2026');
     if (text.textContent !== shown) text.textContent = shown;

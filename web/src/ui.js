@@ -15,6 +15,7 @@ const AGENT_STATE_TEXT = {
   thinking: ['Thinking\u2026', 'The agent is preparing an answer.'],
   speaking: ['Speaking', 'You can interrupt at any time.'],
   failed: ['Agent unavailable', 'See the message below.'],
+  reconnecting: ['Reconnecting the assistant\u2026', 'One moment: the assistant is being brought back into the call.'],
 };
 
 const QUALITY_TEXT = {
