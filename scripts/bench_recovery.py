@@ -7,9 +7,13 @@ as `./scripts/run` has it) and Gemini Live stand-in, then measures, per trial:
   the agent is answering; the time from the close to the first audible frame, at the
   caller, of the answer given on the new connection (reconnect with the handle, replay of
   the unanswered turn, the answer, the media path to the caller);
-* worker kill -> agent back: SIGKILL to the worker's process group mid-call; the time to
-  the first audible frame of the new agent in the same room (supervisord restart, worker
-  registration, the watchdog's new dispatch, job start, model connect, the resume line).
+* worker kill -> agent back: SIGKILL to the process group of the worker serving the call,
+  mid-call; the time to the first audible frame of the new agent in the same room. With
+  `--workers 2` (the default) another live worker takes the call: the watchdog sees the
+  dead job's Redis connections gone, hands the call over, the other worker starts the job,
+  connects the model and says the resume line. With one worker supervisord's restart of
+  it comes first. The legs are printed too: killed -> handed over (the record's
+  `redispatched` event), -> the new agent in the room, -> its voice heard.
 
 Prints p50/p95/max for both, and one JSON line for machines.
 """
@@ -26,14 +30,15 @@ import tempfile
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+ROOT = Path(__file__).resolve().parents[1]
+sys.path[:0] = [str(ROOT), str(ROOT / "agent"), str(ROOT / "token-server")]
 
 from scripts.bench_stats import figures, summary  # noqa: E402
 from tests.audio import synthesize  # noqa: E402
 from tests.e2e.caller import MIC_SAMPLE_RATE, Caller  # noqa: E402
 from scripts import stack  # noqa: E402
 from tests.e2e.harness import ProcessStack, running_stack, worker_info, worker_process  # noqa: E402
-from tests.e2e.test_faults import greeted, wait_sessions, wait_worker_ready  # noqa: E402
+from tests.e2e.calls import greeted, load_record, wait_sessions, wait_worker_ready  # noqa: E402
 from tests.standins.gemini_live import GeminiLiveStandin, StandinConfig  # noqa: E402
 
 UTTERANCE = "Tell me something interesting about this appliance."
@@ -78,13 +83,16 @@ def serving_worker(stack_: ProcessStack) -> int:
     raise LookupError("no worker runs a job")
 
 
-async def worker_kill_trials(stack_: ProcessStack, standin: GeminiLiveStandin, trials: int) -> list[float]:
+async def worker_kill_trials(
+    stack_: ProcessStack, standin: GeminiLiveStandin, trials: int
+) -> dict[str, list[float]]:
     """Per trial, one call: SIGKILL the worker serving it mid-call, time until a new agent is
-    heard in the room (with several workers, the others are alive meanwhile).
+    heard in the room (with several workers, the others are alive meanwhile). Returns each
+    leg's durations (s): `handed_over`, `joined`, `heard`.
 
     A fresh call each time: a call is handed over at most AGENT_MAX_REDISPATCHES times.
     """
-    results = []
+    legs: dict[str, list[float]] = {"handed_over": [], "joined": [], "heard": []}
     for _ in range(trials):
         await wait_worker_ready(stack_, None)
         started = time.monotonic()
@@ -92,27 +100,33 @@ async def worker_kill_trials(stack_: ProcessStack, standin: GeminiLiveStandin, t
             # (a busy machine may take minutes to start the job; that is not what is measured)
             await caller.wait_until(lambda: caller.agent_audio.audible_seconds() > 0.5, 180, "the greeting")
             await greeted(caller, standin, started)
-            old_agent = caller.agent_identity()
+            room, old_agent = caller.room.name, caller.agent_identity()
+            joined: list[float] = []
+            caller.room.on("participant_connected", lambda _p: joined.append(time.monotonic()))
             pid = serving_worker(stack_)
-            killed_at = time.monotonic()
+            killed_at, killed_unix = time.monotonic(), time.time()
             os.killpg(pid, signal.SIGKILL)
             await caller.wait_until(
                 lambda: caller.agent_identity() not in (None, old_agent)
                 and caller.agent_audio.first_audible_after(killed_at + 0.5) is not None,
                 90, "the new agent",
             )
-            results.append(caller.agent_audio.first_audible_after(killed_at + 0.5) - killed_at)
-            print(f"worker kill {len(results)}: agent back after {results[-1]:.1f} s", flush=True)
+            legs["heard"].append(caller.agent_audio.first_audible_after(killed_at + 0.5) - killed_at)
+            legs["joined"].append(joined[-1] - killed_at if joined else float("nan"))
+            handed = [e["at"] for e in load_record(stack_, room).get("events", []) if e.get("event") == "redispatched"]
+            legs["handed_over"].append(handed[0] - killed_unix if handed else float("nan"))
+            print(f"worker kill {len(legs['heard'])}: handed over after {legs['handed_over'][-1]:.1f} s, new agent "
+                  f"in the room after {legs['joined'][-1]:.1f} s, heard after {legs['heard'][-1]:.1f} s", flush=True)
             stack_.wait_healthy(["agent"], 300)  # the killed worker, restarted by supervisord
             await asyncio.sleep(4.0)  # let the resume line finish
-    return results
+    return legs
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--drops", type=int, default=10, help="model drops (default 10)")
     parser.add_argument("--kills", type=int, default=5, help="worker kills, one call each (default 5)")
-    parser.add_argument("--workers", type=int, default=1, help="agent workers (AGENT_WORKERS, default 1)")
+    parser.add_argument("--workers", type=int, default=2, help="agent workers (AGENT_WORKERS, default 2)")
     args = parser.parse_args()
     if args.drops < 0 or args.kills < 1 or args.workers < 1:
         parser.error("--kills and --workers must be at least 1, --drops at least 0")
@@ -124,9 +138,15 @@ def main() -> int:
             kills = asyncio.run(worker_kill_trials(processes, standin, args.kills))
     if drops:
         print(summary("model drop -> agent audio again", drops))
-    print(summary(f"worker kill -> agent back ({args.workers} workers)", kills))
+    print(summary(f"worker kill -> agent back ({args.workers} workers)", kills["heard"]))
+    for leg in ("handed_over", "joined"):
+        values = [v for v in kills[leg] if v == v]  # NaN: the leg was not seen
+        if values:
+            print(summary(f"  worker kill -> {leg.replace('_', ' ')}", values))
     print(json.dumps({"workers": args.workers, "model_drop_to_audio_ms": figures(drops) if drops else None,
-                      "worker_kill_to_agent_ms": figures(kills)}))
+                      "worker_kill_to_agent_ms": figures(kills["heard"]),
+                      "worker_kill_legs_ms": {leg: figures([v for v in kills[leg] if v == v])
+                                              for leg in ("handed_over", "joined") if any(v == v for v in kills[leg])}}))
     return 0
 
 

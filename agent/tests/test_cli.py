@@ -7,6 +7,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 AGENT_DIR = Path(__file__).resolve().parents[1]
 
 
@@ -17,7 +19,7 @@ def run_cli(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]
         env={**clean, **env, "PYTHONPATH": os.pathsep.join([str(AGENT_DIR), str(AGENT_DIR.parent / "calls")])},
         capture_output=True,
         text=True,
-        timeout=60,
+        timeout=180,  # importing livekit-agents takes tens of seconds on a busy 2-core box
     )
 
 
@@ -62,3 +64,28 @@ def test_an_untested_google_plugin_is_refused_at_start() -> None:
         assert "99.0.0" in str(exc) and TESTED_PLUGIN_VERSIONS[0] in str(exc)
     else:
         raise AssertionError("an untested plugin version was accepted")
+
+
+def _worker_env(**extra: str) -> dict[str, str]:
+    return {"LIVEKIT_URL": "ws://127.0.0.1:1", "LIVEKIT_API_KEY": "k", "LIVEKIT_API_SECRET": "s" * 40,
+            "AGENT_NAME": "a", "GOOGLE_API_KEY": "x", **extra}
+
+
+@pytest.mark.parametrize("case", ["faq-malformed", "faq-missing", "faq-entry", "ca-missing", "ca-not-pem"])
+def test_a_bad_file_stops_the_worker_before_it_registers(tmp_path: Path, case: str) -> None:
+    """Before, the worker registered and each job failed on the file after taking a call."""
+    bad = tmp_path / "bad"
+    variable, content = {
+        "faq-malformed": ("AGENT_FAQ_PATH", "[[entry]\nquestion = "),
+        "faq-missing": ("AGENT_FAQ_PATH", None),
+        "faq-entry": ("AGENT_FAQ_PATH", '[[entry]]\nquestion = "What?"\n'),
+        "ca-missing": ("GEMINI_CA_FILE", None),
+        "ca-not-pem": ("GEMINI_CA_FILE", "not a certificate\n"),
+    }[case]
+    if content is not None:
+        bad.write_text(content)
+    result = run_cli(_worker_env(**{variable: str(bad)}), "start")
+    assert result.returncode == 2, result.stderr[-2000:]
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith(f"voice_agent: cannot start: {variable}={bad}: "), result.stderr
+    assert "Traceback" not in result.stderr

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import shutil
 import socket
 import subprocess
@@ -16,7 +17,7 @@ import redis as sync_redis
 from livekit import api
 
 from token_server.records import list_sessions, load_session
-from voice_agent import records
+from voice_agent import claims, records
 
 pytestmark = pytest.mark.skipif(shutil.which("redis-server") is None, reason="redis-server not installed")
 
@@ -148,47 +149,127 @@ async def test_a_redis_restart_loses_nothing(redis_server: RedisServer) -> None:
     await client.aclose()
 
 
+async def test_writes_redis_refuses_for_a_while_are_retried_not_dropped(
+    redis_server: RedisServer, caplog: pytest.LogCaptureFixture
+) -> None:
+    """OOM (maxmemory reached), READONLY (a replica) and MISCONF refusals end: the events wait."""
+    admin = reader(redis_server)
+    client = records.connect(redis_server.url)
+    recorder = records.CallRecorder(client, "room-o", "job-o")
+    recorder.start(participant_identity="ada", participant_name="Ada", metadata="{}")
+    assert await recorder.flush()
+    failures_before = records.WRITE_FAILURES.labels(error="OOM")._value.get()
+    limit = admin.config_get("maxmemory")["maxmemory"]
+    admin.config_set("maxmemory", "1")  # noeviction: every write is refused with OOM
+    recorder.event("turn", {"role": "user", "text": "while memory is full"})
+    assert not await recorder.flush(timeout=1.5), "refused writes wait"
+    admin.config_set("maxmemory", limit)
+    assert await recorder.flush(timeout=10)
+    record = load_session(admin, "room-o")
+    assert [t["text"] for t in record["turns"]] == ["while memory is full"]
+    assert records.WRITE_FAILURES.labels(error="OOM")._value.get() > failures_before
+    assert any("call records cannot be written" in r.getMessage() for r in caplog.records)
+    await recorder.aclose()
+    await client.aclose()
+
+
+async def test_records_expire_after_the_retention_and_streams_are_capped(redis_server: RedisServer) -> None:
+    admin = reader(redis_server)
+    client = records.connect(redis_server.url)
+    old = records.CallRecorder(client, "room-old", "job-1", retention=records.Retention(days=1, max_events=100))
+    old.start(participant_identity=None, participant_name=None, metadata="{}")
+    for n in range(1000):
+        old.event("usage", {"n": n})
+    assert await old.flush(timeout=30)
+    assert 100 <= admin.xlen(records.events_key("room-old")) < 300, "capped (approximately)"
+    assert admin.ttl(records.call_key("room-old")) > 86_400, "an open call outlives the retention"
+    old.end("caller left")
+    assert await old.flush()
+    assert 86_000 < admin.ttl(records.call_key("room-old")) <= 86_400
+    assert 86_000 < admin.ttl(records.events_key("room-old")) <= 86_400
+    admin.zadd(records.CALLS, {"room-ancient": time.time() - 2 * 86_400})
+    new = records.CallRecorder(client, "room-new", "job-2", retention=records.Retention(days=1))
+    new.start(participant_identity=None, participant_name=None, metadata="{}")
+    assert await new.flush()
+    assert admin.zscore(records.CALLS, "room-ancient") is None, "the listing forgets expired calls"
+    assert admin.zscore(records.CALLS, "room-old") is not None
+    await old.aclose()
+    await new.aclose()
+    await client.aclose()
+
+
 async def test_one_job_holds_a_room(redis_server: RedisServer) -> None:
     client = records.connect(redis_server.url)
-    first = records.CallRecorder(client, "room-x", "job-1")
-    second = records.CallRecorder(client, "room-x", "job-2")
-    assert await first.claim(ttl_ms=500) is True
-    assert await second.claim(ttl_ms=500) is False
+    first = claims.RoomClaim(client, "room-x", "job-1")
+    second = claims.RoomClaim(client, "room-x", "job-2")
+    assert await first.take(ttl_ms=500) is True
+    assert await second.take(ttl_ms=500) is False
     assert await first.refresh(ttl_ms=500)
-    assert not await second.refresh(ttl_ms=500)
     await second.release()  # not the holder: no effect
-    assert await second.claim(ttl_ms=500) is False
+    assert await second.take(ttl_ms=500) is False
     await asyncio.sleep(0.7)  # the holder stopped refreshing (crashed): the key expires
-    assert await second.claim(ttl_ms=500) is True
+    assert await second.take(ttl_ms=500) is True
+    assert not await first.refresh(ttl_ms=500), "another job holds it now"
     await second.release()
-    assert await first.claim(ttl_ms=500) is True
+    assert await client.get(records.agent_key("room-x")) is None
     await client.aclose()
 
 
 async def test_a_claim_that_expired_while_redis_was_away_is_taken_again(redis_server: RedisServer) -> None:
     client = records.connect(redis_server.url)
-    holder = records.CallRecorder(client, "room-y", "job-1")
-    other = records.CallRecorder(client, "room-y", "job-2")
-    assert await holder.claim(ttl_ms=400) is True
+    holder = claims.RoomClaim(client, "room-y", "job-1")
+    other = claims.RoomClaim(client, "room-y", "job-2")
+    assert await holder.take(ttl_ms=400) is True
     redis_server.stop()
     assert await holder.refresh(ttl_ms=400), "Redis away: the holder keeps serving"
     await asyncio.sleep(0.6)  # the claim expires meanwhile
     redis_server.start()
     assert not await client.exists(records.agent_key("room-y"))
     assert await holder.refresh(ttl_ms=400), "nobody holds the room: the holder takes it again"
-    assert await other.claim(ttl_ms=400) is False
-    assert not await other.refresh(ttl_ms=400), "another job's room is not taken"
-    assert await client.get(records.agent_key("room-y")) == "job-1"
+    assert await other.take(ttl_ms=400) is False
+    assert await client.get(records.agent_key("room-y")) == "0:job-1"
     await client.aclose()
 
 
+async def test_a_job_whose_call_was_handed_over_cannot_take_the_room_back(redis_server: RedisServer) -> None:
+    """Fencing: a stalled job wakes up after the watchdog gave its call to another job."""
+    client = records.connect(redis_server.url)
+    stalled = claims.RoomClaim(client, "room-f", "job-1")
+    assert await stalled.take(ttl_ms=300) is True
+    await asyncio.sleep(0.4)  # its loop stalls: the claim lapses
+    assert await claims.hand_over(client, "room-f", None) == 1
+    assert not await stalled.refresh(ttl_ms=300), "the generation moved: the stalled job must leave"
+    successor = claims.RoomClaim(client, "room-f", "job-2")
+    assert await successor.take(ttl_ms=300) is True and successor.generation == 1
+    assert not await stalled.refresh(ttl_ms=300)
+    assert await claims.hand_over(client, "room-f", "0:job-1") is None, "a live successor is not fenced out"
+    await client.aclose()
+
+
+async def test_live_jobs_are_the_ones_with_a_connection(redis_server: RedisServer) -> None:
+    job = records.connect(redis_server.url, client_name=claims.job_client_name("AJ_live"))
+    watcher = records.connect(redis_server.url)
+    await job.ping()
+    assert await claims.live_jobs(watcher) == {"AJ_live"}
+    await job.aclose()  # the process died: the kernel closed its sockets
+    for _ in range(50):
+        if not await claims.live_jobs(watcher):
+            break
+        await asyncio.sleep(0.02)
+    assert await claims.live_jobs(watcher) == set()
+    await watcher.aclose()
+
+
 class FakeLiveKit:
-    """The part of `livekit.api.LiveKitAPI` the watchdog uses: a caller and a (dead) agent in every room."""
+    """The part of `livekit.api.LiveKitAPI` the watchdog uses: a caller and a (dead) agent in every
+    room, dispatches that a worker takes at once, notices recorded."""
 
     def __init__(self, *_args: object) -> None:
         self.dispatched: list[tuple[float, str]] = []
-        self.room = SimpleNamespace(list_participants=self._list, remove_participant=self._remove)
-        self.agent_dispatch = SimpleNamespace(create_dispatch=self._dispatch)
+        self.notices: list[tuple[str, bytes]] = []
+        self.room = SimpleNamespace(list_participants=self._list, remove_participant=self._remove,
+                                    send_data=self._send, update_room_metadata=self._noop, delete_room=self._noop)
+        self.agent_dispatch = SimpleNamespace(create_dispatch=self._dispatch, list_dispatch=self._list_dispatch)
 
     async def _list(self, _request: object) -> api.ListParticipantsResponse:
         return api.ListParticipantsResponse(participants=[
@@ -199,11 +280,95 @@ class FakeLiveKit:
     async def _remove(self, _request: object) -> None:
         return None
 
-    async def _dispatch(self, request: api.CreateAgentDispatchRequest) -> None:
+    async def _send(self, request: api.SendDataRequest) -> None:
+        self.notices.append((request.room, request.data))
+
+    async def _noop(self, _request: object) -> None:
+        return None
+
+    async def _dispatch(self, request: api.CreateAgentDispatchRequest) -> api.AgentDispatch:
         self.dispatched.append((time.monotonic(), request.room))
+        return api.AgentDispatch(id=f"AD_{len(self.dispatched)}", room=request.room)
+
+    async def _list_dispatch(self, room_name: str) -> list[api.AgentDispatch]:
+        return [api.AgentDispatch(id=f"AD_{i + 1}", room=room_name,
+                                  state=api.AgentDispatchState(jobs=[api.Job(id=f"AJ_{i}")]))
+                for i in range(len(self.dispatched))]
 
     async def aclose(self) -> None:
         return None
+
+
+async def _open_call(client: records.aioredis.Redis, room: str) -> None:
+    await client.sadd(records.OPEN_CALLS, room)
+    await client.hset(records.call_key(room), mapping={"room": room, "metadata": "{}"})
+
+
+async def _wait_dispatched(fake: FakeLiveKit, timeout_s: float) -> None:
+    deadline = time.monotonic() + timeout_s
+    while not fake.dispatched and time.monotonic() < deadline:
+        await asyncio.sleep(0.02)
+
+
+def _watchdog(monkeypatch: pytest.MonkeyPatch, url: str, **times: float) -> tuple[FakeLiveKit, object]:
+    from voice_agent import watchdog
+
+    fake = FakeLiveKit()
+    monkeypatch.setattr(watchdog.api, "LiveKitAPI", lambda *args: fake)
+    dog = watchdog.CallWatchdog(redis_url=url, livekit_url="ws://unused", api_key="k", api_secret="s",
+                                agent_name="voice-agent", **times)
+    return fake, dog
+
+
+async def test_a_job_whose_process_died_is_replaced_before_its_claim_expires(
+    redis_server: RedisServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    fake, dog = _watchdog(monkeypatch, redis_server.url, interval_s=0.1, claim_ttl_s=10.0, confirm_s=0.3)
+    client = records.connect(redis_server.url)
+    job = records.connect(redis_server.url, client_name=claims.job_client_name("job-1"))
+    await _open_call(client, "room-d")
+    assert await claims.RoomClaim(job, "room-d", "job-1").take(ttl_ms=10_000)
+    task = asyncio.create_task(dog.run())  # type: ignore[attr-defined]
+    try:
+        await asyncio.sleep(0.8)
+        assert fake.dispatched == [], "a live job is left alone"
+        await job.aclose()  # the job's process dies: its connection closes, its claim stays
+        died_at = time.monotonic()
+        await _wait_dispatched(fake, 3.0)
+        assert [room for _, room in fake.dispatched] == ["room-d"]
+        assert fake.dispatched[0][0] - died_at < 1.5, "handed over well before the 10 s claim expired"
+        assert await client.hget(records.call_key("room-d"), claims.GENERATION_FIELD) == "1"
+        assert json.loads(fake.notices[0][1])["code"] == "agent_reconnecting"
+    finally:
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+        await client.aclose()
+
+
+async def test_a_stalled_job_keeps_its_call_until_its_claim_stays_missing_for_a_ttl(
+    redis_server: RedisServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    fake, dog = _watchdog(monkeypatch, redis_server.url, interval_s=0.1, claim_ttl_s=2.0, confirm_s=0.3)
+    client = records.connect(redis_server.url)
+    job = records.connect(redis_server.url, client_name=claims.job_client_name("job-1"))
+    await _open_call(client, "room-s")
+    claim = claims.RoomClaim(job, "room-s", "job-1")
+    assert await claim.take(ttl_ms=2000)
+    task = asyncio.create_task(dog.run())  # type: ignore[attr-defined]
+    try:
+        await asyncio.sleep(3.0)  # its event loop stalls 1.5 TTLs: the claim lapses, the job lives
+        assert fake.dispatched == [], "a stalled but live job was taken for dead"
+        assert await claim.refresh(ttl_ms=2000), "it wakes up and takes its claim again"
+        await asyncio.sleep(1.0)
+        assert fake.dispatched == []
+        await asyncio.sleep(4.0)  # now stuck for good: missing for over a TTL more
+        assert [room for _, room in fake.dispatched] == ["room-s"]
+        assert not await claim.refresh(ttl_ms=2000), "fenced out"
+    finally:
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+        await job.aclose()
+        await client.aclose()
 
 
 async def test_the_watchdog_holds_off_after_redis_was_away(
@@ -211,17 +376,14 @@ async def test_the_watchdog_holds_off_after_redis_was_away(
 ) -> None:
     """A claim that expired during a Redis outage is not taken for a dead agent: the watchdog
     waits `hold_off_s` of reachable Redis (its holder takes the claim again meanwhile)."""
-    from voice_agent import watchdog
-
-    fake = FakeLiveKit()
-    monkeypatch.setattr(watchdog.api, "LiveKitAPI", lambda *args: fake)
+    fake, dog = _watchdog(monkeypatch, redis_server.url, interval_s=0.1, claim_ttl_s=0.8, confirm_s=0.3,
+                          hold_off_s=1.5)
     client = records.connect(redis_server.url)
-    await client.sadd(records.OPEN_CALLS, "room-w")
-    await client.hset(records.call_key("room-w"), mapping={"room": "room-w", "metadata": "{}"})
-    await client.set(records.agent_key("room-w"), "job-1", px=800)
-    dog = watchdog.CallWatchdog(redis_url=redis_server.url, livekit_url="ws://unused", api_key="k", api_secret="s",
-                                agent_name="voice-agent", interval_s=0.1, hold_off_s=1.5)
-    task = asyncio.create_task(dog.run())
+    await _open_call(client, "room-w")
+    job = records.connect(redis_server.url, client_name=claims.job_client_name("job-1"))
+    claim = claims.RoomClaim(job, "room-w", "job-1")
+    assert await claim.take(ttl_ms=800)
+    task = asyncio.create_task(dog.run())  # type: ignore[attr-defined]
     try:
         await asyncio.sleep(0.3)
         redis_server.stop()
@@ -232,28 +394,19 @@ async def test_the_watchdog_holds_off_after_redis_was_away(
         client = records.connect(redis_server.url)  # the old connection died with the server
         await asyncio.sleep(0.5)
         assert not await client.exists(records.agent_key("room-w"))
-        await client.set(records.agent_key("room-w"), "job-1", px=800)  # the holder's next refresh
-        await _keep(client, records.agent_key("room-w"), seconds=2.5)
+        deadline = time.monotonic() + 2.5
+        while time.monotonic() < deadline:  # the holder reconnects and refreshes, as a job does
+            assert await claim.refresh(ttl_ms=800)
+            await asyncio.sleep(0.25)
         assert fake.dispatched == [], "a live agent was taken for a dead one"
-        # The holder is gone for good (crashed): the call is dispatched again without a hold-off.
-        await client.delete(records.agent_key("room-w"))
+        # The holder is gone for good (crashed): the call is dispatched again at once.
+        await job.aclose()
         gone_at = time.monotonic()
-        for _ in range(50):
-            if fake.dispatched:
-                break
-            await asyncio.sleep(0.05)
+        await _wait_dispatched(fake, 2.0)
         assert [room for _, room in fake.dispatched] == ["room-w"]
-        assert fake.dispatched[0][0] - gone_at < 0.5
+        assert fake.dispatched[0][0] - gone_at < 1.0
         assert fake.dispatched[0][0] - back_at > 3.0
     finally:
         task.cancel()
         await asyncio.gather(task, return_exceptions=True)
         await client.aclose()
-
-
-async def _keep(client: records.aioredis.Redis, key: str, seconds: float) -> None:
-    """Refresh a claim every 0.25 s for `seconds`, as its holder does."""
-    deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline:
-        await client.pexpire(key, 800)
-        await asyncio.sleep(0.25)

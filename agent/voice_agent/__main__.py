@@ -2,24 +2,47 @@
 
 Settings are checked first so that a bad environment gives one clear line per mistake
 and exit code 2, not a traceback; missing Gemini credentials only warn, because the
-worker still registers and tells callers it is not configured. While the worker starts,
-the knowledge folder is indexed if it changed and the MCP servers are tried: problems
-there are warnings.
+worker still registers and tells callers it is not configured. The files a call reads
+(FAQ, CA bundle, clips) are read too: a bad one stops the worker before it registers,
+rather than every job after it took a call. While the worker starts, the knowledge folder
+is indexed if it changed and the MCP servers are tried: problems there are warnings.
 """
 
 from __future__ import annotations
 
 import os
+import ssl
 import sys
 import tempfile
 import threading
 from pathlib import Path
+import tomllib
+import wave
 from typing import TYPE_CHECKING, Any
 
 from pydantic import ValidationError
 
 if TYPE_CHECKING:
     from .settings import AgentSettings
+
+
+def check_files(settings: AgentSettings) -> str | None:
+    """Read every file a call needs (FAQ, Gemini CA bundle, the clips) as a job would;
+    one line saying what is wrong with the first bad one, or None."""
+    from .link import load_clip
+    from .model import build_ssl_context
+    from .tools import Faq
+
+    checks = (("AGENT_FAQ_PATH", settings.faq_path, lambda: Faq.load(settings.faq_path)),
+              ("GEMINI_CA_FILE", settings.gemini_ca_file, lambda: build_ssl_context(settings)),
+              ("AGENT_FILLER_WAV", settings.filler_wav, lambda: load_clip(settings.filler_wav)),
+              ("AGENT_GIVE_UP_WAV", settings.give_up_wav, lambda: load_clip(settings.give_up_wav)))
+    for name, path, load in checks:
+        try:
+            load()
+        except (OSError, ValueError, ssl.SSLError, wave.Error, tomllib.TOMLDecodeError) as exc:
+            return f"{name}={path}: {str(exc).splitlines()[0] if str(exc) else type(exc).__name__}"
+    return None
 
 
 def main(argv: list[str]) -> int:
@@ -49,6 +72,11 @@ def main(argv: list[str]) -> int:
     command = argv or ["start"]
     if command[0] != "start":
         print("usage: python -m voice_agent start [--log-level LEVEL]", file=sys.stderr)
+        return 2
+    problem = check_files(settings)
+    if problem:
+        # Refuse to register: a job would take a call, then fail on the file mid-call.
+        print(f"voice_agent: cannot start: {problem}", file=sys.stderr)
         return 2
 
     from .resilience import UntestedPluginError, check_plugin_version

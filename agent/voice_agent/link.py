@@ -2,8 +2,11 @@
 
 The model cannot speak while it is disconnected, so the agent plays a pre-rendered clip
 itself ("One moment, please.", `clips/one_moment.wav`) when a reconnect takes longer than
-`filler_after_s`, and writes a line in the caller's transcript when the model cannot be
-reached at all. `CallLink` is the `ModelLinkListener` (resilience.py) of one call.
+`filler_after_s`, and again every `filler_repeat_s` while the model stays away (with a
+"still trying" line in the transcript the first time), so a long outage is never silence.
+When retrying stops during a call, the caller hears why (`clips/give_up.wav`) before the
+call ends, and reads it in the transcript. `CallLink` is the `ModelLinkListener`
+(resilience.py) of one call.
 """
 
 from __future__ import annotations
@@ -19,11 +22,15 @@ from typing import Any
 
 from livekit import rtc
 
-from .resilience import ConnectFailure, FailureKind
+from .model_faults import ConnectFailure, FailureKind
 
 logger = logging.getLogger("voice_agent")
 
 FILLER_TEXT = "One moment, please."
+#: Spoken (pre-rendered) when the model is given up on during a call.
+GIVE_UP_TEXT = "Sorry, I can't reach my voice service right now. Please call again later."
+#: What the caller reads once an outage goes on past the first filler.
+HOLDING_MESSAGE = "I'm still trying to reach the voice service. Please hold on."
 #: What the caller reads while the first connection is being retried.
 RETRYING_MESSAGES = {
     FailureKind.QUOTA: "The voice service is busy right now. Please hold on, I'm trying again.",
@@ -72,6 +79,8 @@ class CallLink:
         tell: show a line in the caller's transcript.
         play_filler: play the filler clip (the agent's own audio).
         filler_after_s: how long the model may be away before the filler plays, seconds.
+        filler_repeat_s: while it stays away, the filler plays again this often, seconds.
+        play_give_up: say the give-up clip; returns once it has played.
         on_event: optional `(name, fields)` sink (the call record).
     """
 
@@ -81,11 +90,15 @@ class CallLink:
         tell: Callable[[str], Awaitable[None]],
         play_filler: Callable[[], None],
         filler_after_s: float,
+        filler_repeat_s: float = 8.0,
+        play_give_up: Callable[[], Awaitable[None]] | None = None,
         on_event: Callable[[str, dict[str, Any]], None] | None = None,
     ) -> None:
         self._tell = tell
         self._play_filler = play_filler
         self._filler_after_s = filler_after_s
+        self._filler_repeat_s = filler_repeat_s
+        self._play_give_up = play_give_up
         self._on_event = on_event or (lambda _name, _fields: None)
         self.connected = asyncio.Event()
         self.ready_or_failed = asyncio.Event()
@@ -157,10 +170,24 @@ class CallLink:
 
     async def _filler_after_delay(self) -> None:
         await asyncio.sleep(self._filler_after_s)
-        if not self.connected.is_set() and self.gave_up is None:
-            logger.info("model still away after %.1f s: playing the filler", self._filler_after_s)
-            self._on_event("filler_played", {})
+        played = 0
+        while not self.connected.is_set() and self.gave_up is None:
+            logger.info("model still away after %.1f s: playing the filler",
+                        self._filler_after_s + played * self._filler_repeat_s)
+            self._on_event("filler_played", {"repeat": played})
             self._play_filler()
+            if played == 1:
+                self._spawn(self._tell(HOLDING_MESSAGE))
+            played += 1
+            await asyncio.sleep(self._filler_repeat_s)
+
+    async def before_give_up(self) -> None:
+        """Retrying stops now: during a call, say so aloud before the call ends."""
+        self._cancel_filler()
+        if self.outages or self.down_since is not None:  # the model had answered this call
+            if self._play_give_up is not None:
+                self._on_event("give_up_played", {})
+                await self._play_give_up()
 
     def _cancel_filler(self) -> None:
         if self._filler_task is not None and not self._filler_task.done():

@@ -3,7 +3,8 @@
 Schema (the token server reads it with `token_server.records`; keep the two in step):
 
     voice:call:{room}            HASH    room, participant_identity, participant_name, metadata,
-                                         started_at, ended_at, end_reason, jobs, redispatches
+                                         started_at, ended_at, end_reason, jobs, redispatches,
+                                         agent_generation, agent_job
                                          (times: Unix seconds as decimal strings); phone
                                          calls add phone_number, sip_call_id, direction
                                          (inbound | outbound); calls the caller showed
@@ -24,12 +25,24 @@ Schema (the token server reads it with `token_server.records`; keep the two in s
                                                  a reply used; follows that reply's turn
     voice:calls                  ZSET    room -> started_at (listing, newest first)
     voice:calls:open             SET     rooms whose call has not ended (the watchdog's work list)
-    voice:call:{room}:agent      STRING  the job that holds the room (one agent per room);
-                                         expires unless its holder refreshes it
+    voice:call:{room}:accepted   STRING  the job a worker accepted for the room, set when it
+                                         accepts (before the job process starts; expires in
+                                         10 min): a worker is taking the call
+    voice:call:{room}:agent      STRING  "{generation}:{job}" holding the room (one agent per
+                                         room); expires unless its holder refreshes it. The
+                                         hash's agent_generation and agent_job go with it
+                                         (`claims` owns all three)
+
+Retention (`Retention`): a call's keys expire `days` after it ended (open calls get the
+same plus a day, in case no job ever closes them), the listing drops calls older than
+that at each new call, and one call's stream keeps at most `max_events` events.
 
 Redis runs with append-only persistence, so what was written survives a restart. Writes
 go through an in-memory queue drained in order by one task that retries while Redis is
-away, so a Redis restart loses nothing either (up to `max_pending` events are held).
+away, or refuses writes for a while (``READONLY`` replica, ``OOM`` maxmemory reached,
+``MISCONF`` a failing disk, ``LOADING``), so none of those loses anything either (up to
+`max_pending` events are held). While writes fail the job logs an error and counts them
+(`voice_agent_record_write_failures_total`, see README "Reliability").
 """
 
 from __future__ import annotations
@@ -43,11 +56,34 @@ from dataclasses import dataclass
 from typing import Any
 
 import redis.asyncio as aioredis
+from prometheus_client import Counter
 from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import RedisError
+from redis.exceptions import (
+    MasterDownError,
+    OutOfMemoryError,
+    ReadOnlyError,
+    RedisError,
+    ResponseError,
+    TryAgainError,
+)
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 logger = logging.getLogger("voice_agent.records")
+
+#: Refusals that last only a while (a replica not yet promoted, memory full, a failing disk,
+#: a busy script): the write is retried, not dropped. redis-py raises its own classes for
+#: some (with the code cut from the message); the others are plain errors named by the code.
+_REFUSAL_CLASSES: tuple[tuple[type[RedisError], str], ...] = (
+    (ReadOnlyError, "READONLY"), (OutOfMemoryError, "OOM"), (MasterDownError, "MASTERDOWN"),
+    (TryAgainError, "TRYAGAIN"),
+)
+_REFUSAL_CODES = frozenset({"MISCONF", "BUSY", "NOREPLICAS", "LOADING"})
+
+WRITE_FAILURES = Counter(
+    "voice_agent_record_write_failures",
+    "Call-record writes that Redis refused or could not take, by error (each retry counts).",
+    ["error"],
+)
 
 PREFIX = "voice:"
 CALLS = f"{PREFIX}calls"
@@ -70,19 +106,16 @@ def redispatch_key(room: str) -> str:
     return f"{PREFIX}call:{room}:redispatch"
 
 
-# Refresh the holder key if we still hold it, or take it again if nobody does (it expired
-# while Redis was away or restarting); delete it only if we hold it.
-_REFRESH = """
-local holder = redis.call('get', KEYS[1])
-if holder == ARGV[1] then return redis.call('pexpire', KEYS[1], ARGV[2]) end
-if not holder then redis.call('set', KEYS[1], ARGV[1], 'PX', ARGV[2]) return 1 end
-return 0
-"""
-_RELEASE = "if redis.call('get', KEYS[1]) == ARGV[1] then return redis.call('del', KEYS[1]) end return 0"
+def accepted_key(room: str) -> str:
+    return f"{PREFIX}call:{room}:accepted"
 
 
-def connect(url: str) -> aioredis.Redis:
-    """An asyncio Redis client that reconnects by itself (short timeouts, no hanging call)."""
+def connect(url: str, client_name: str | None = None) -> aioredis.Redis:
+    """An asyncio Redis client that reconnects by itself (short timeouts, no hanging call).
+
+    Args:
+        client_name: ``CLIENT SETNAME`` of every connection it opens (see `claims`).
+    """
     return aioredis.Redis.from_url(
         url,
         decode_responses=True,
@@ -90,7 +123,36 @@ def connect(url: str) -> aioredis.Redis:
         socket_timeout=5,
         health_check_interval=10,
         retry_on_timeout=False,
+        client_name=client_name,
     )
+
+
+@dataclass(frozen=True)
+class Retention:
+    """How long call records are kept and how large one may grow.
+
+    Attributes:
+        days: a call's keys expire this long after it ended (`RECORDS_RETENTION_DAYS`).
+        max_events: events kept per call, oldest trimmed first (`RECORDS_MAX_EVENTS_PER_CALL`).
+    """
+
+    days: float = 30.0
+    max_events: int = 10_000
+
+    @property
+    def seconds(self) -> int:
+        return max(1, int(self.days * 86_400))
+
+
+def _refusal(exc: RedisError) -> str | None:
+    """The error code of a refusal worth retrying (``OOM`` ...), else None."""
+    for cls, code in _REFUSAL_CLASSES:
+        if isinstance(exc, cls):
+            return code
+    if isinstance(exc, ResponseError):
+        code = str(exc).split(" ", 1)[0].upper()
+        return code if code in _REFUSAL_CODES else None
+    return None
 
 
 @dataclass(frozen=True)
@@ -109,12 +171,18 @@ class CallRecorder:
         room: the LiveKit room name (one call per room).
         job_id: the job writing (several jobs can serve one call: after a crash or a drain).
         max_pending: events held in memory while Redis is away; older ones are dropped.
+        retention: how long the record is kept, and its size limit.
     """
 
-    def __init__(self, redis: aioredis.Redis, room: str, job_id: str, *, max_pending: int = 10_000) -> None:
+    def __init__(
+        self, redis: aioredis.Redis, room: str, job_id: str, *, max_pending: int = 10_000,
+        retention: Retention = Retention(),
+    ) -> None:
         self.redis = redis
         self.room = room
         self.job_id = job_id
+        self.retention = retention
+        self._failing_since: float | None = None
         self._pending: deque[tuple[str, tuple[Any, ...]]] = deque(maxlen=max_pending)
         self._wake = asyncio.Event()
         self._seq = 0
@@ -122,31 +190,6 @@ class CallRecorder:
         self._idle = asyncio.Event()
         self._idle.set()
         self._ended = False
-
-    # ---- holding the room (one agent per room) ----------------------------------------
-
-    async def claim(self, ttl_ms: int) -> bool | None:
-        """Try to become the room's agent. True: ours; False: another live job has it;
-        None: Redis unreachable (the caller decides; we serve rather than leave)."""
-        try:
-            return bool(await self.redis.set(agent_key(self.room), self.job_id, nx=True, px=ttl_ms))
-        except RedisError as exc:
-            logger.warning("cannot check who holds room %s (Redis: %s); serving the call", self.room, exc)
-            return None
-
-    async def refresh(self, ttl_ms: int) -> bool:
-        """Keep holding the room (taking it again if the key is gone: Redis was away longer
-        than the claim lives); False if another job holds it."""
-        try:
-            return bool(await self.redis.eval(_REFRESH, 1, agent_key(self.room), self.job_id, ttl_ms))
-        except RedisError:
-            return True  # Redis away: keep serving; the key is set again when it is back
-
-    async def release(self) -> None:
-        try:
-            await self.redis.eval(_RELEASE, 1, agent_key(self.room), self.job_id)
-        except RedisError as exc:
-            logger.warning("could not release room %s: %s", self.room, exc)
 
     # ---- reading ---------------------------------------------------------------------
 
@@ -189,7 +232,9 @@ class CallRecorder:
         self._queue("hincrby", (call_key(self.room), "jobs", 1))
         self._queue("zadd_nx", (CALLS, self.room, now))
         self._queue("sadd", (OPEN_CALLS, self.room))
+        self._queue("zremrangebyscore", (CALLS, "-inf", now - self.retention.seconds))
         self.event("lifecycle", {"event": "job_started"})
+        self._expire(self.retention.seconds + 86_400)  # closed (and expired sooner) by `end`
         if self._task is None:
             self._task = asyncio.create_task(self._writer(), name="call-recorder")
 
@@ -219,7 +264,8 @@ class CallRecorder:
             "seq": str(self._seq),
             "data": json.dumps(data, ensure_ascii=False, default=str),
         }
-        self._queue("xadd", (events_key(self.room), fields))
+        self._queue("xadd", (events_key(self.room), fields),
+                    {"maxlen": self.retention.max_events, "approximate": True})
 
     def write(self, writes: list[tuple[str, tuple[Any, ...]]]) -> None:
         """Queue other writes (`(command, args)`, e.g. `voice_calls.budget`'s totals) in order
@@ -236,6 +282,11 @@ class CallRecorder:
         self.event("lifecycle", {"event": "call_ended", "reason": reason})
         self._queue("hset", (call_key(self.room),), {"mapping": {"ended_at": f"{time.time():.3f}", "end_reason": reason}})
         self._queue("srem", (OPEN_CALLS, self.room))
+        self._expire(self.retention.seconds)
+
+    def _expire(self, seconds: int) -> None:
+        for key in (call_key(self.room), events_key(self.room)):
+            self._queue("expire", (key, seconds))
 
     async def flush(self, timeout: float = 5.0) -> bool:
         """Wait until everything queued is written; False on timeout (Redis still away)."""
@@ -278,14 +329,33 @@ class CallRecorder:
             try:
                 await self._apply(op, args, kwargs)
             except (RedisConnectionError, RedisTimeoutError, OSError) as exc:
-                logger.warning("Redis unavailable (%s); %d record event(s) waiting", exc, len(self._pending))
+                self._failing(type(exc).__name__, exc)
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 2.0)
                 continue
-            except RedisError:
+            except RedisError as exc:
+                refusal = _refusal(exc)
+                if refusal is not None:  # Redis takes no writes for now: keep the event, retry
+                    self._failing(refusal, exc)
+                    await asyncio.sleep(delay)
+                    delay = min(delay * 2, 2.0)
+                    continue
+                WRITE_FAILURES.labels(error="rejected").inc()
                 logger.exception("record write %s failed; skipping it", op)
+            if self._failing_since is not None:
+                logger.warning("call records of %s written again after %.1f s", self.room,
+                               time.monotonic() - self._failing_since)
+                self._failing_since = None
             delay = 0.2
             self._pending.popleft()
+
+    def _failing(self, error: str, exc: Exception) -> None:
+        """A write failed and will be retried: alert once per outage, count every attempt."""
+        WRITE_FAILURES.labels(error=error).inc()
+        if self._failing_since is None:
+            self._failing_since = time.monotonic()
+            logger.error("call records cannot be written (%s); %d event(s) of %s held in memory, retrying",
+                         exc, len(self._pending), self.room)
 
 
 def record_session(session: Any, recorder: CallRecorder) -> None:

@@ -2,7 +2,7 @@
 
 The plugin reconnects with the latest session-resumption handle when a connection that
 was up drops (1011, reset), up to 3 times. What it does not do, and this module adds
-(see ../shared/notes/gemini-live-protocol.md, "Gaps our agent must cover itself"):
+(the parts that touch no plugin internals are in model_faults.py):
 
 * **Failed handshakes are retried.** The plugin treats a failed first connection, and a
   failed reconnect handshake, as fatal. :class:`_RetryingLive` wraps google-genai's
@@ -15,10 +15,14 @@ was up drops (1011, reset), up to 3 times. What it does not do, and this module 
   API docs: "buffer messages sent since the last SessionResumptionUpdate"; the
   ``transparent`` index is Vertex-only). :class:`_RecordingSession` keeps the audio and
   text turns sent since the last handle and replays them, in order, on the new
-  connection, so a turn cut by a drop is heard whole and answered once. The plugin's own
-  re-send of chat items newer than the handle is skipped when replaying (the replay
-  regenerates them), and tool results for calls made on a dead connection are dropped
-  (the replayed turn makes the model call again).
+  connection, so a turn cut by a drop is heard whole and answered once. A handle frees
+  only what it surely covers: what was sent more than the measured round trip plus this
+  loop's lag (plus a margin) before it was read, so a slow link or a stalled loop loses
+  nothing. The plugin's own re-send of chat items newer than the handle is skipped when
+  replaying (the replay regenerates them), tool results for calls made on a dead
+  connection are dropped (the replayed turn makes the model call again), and a turn that
+  was committed when the drop cut its reply is not committed again when its replay is
+  transcribed: the transcript, the record and the next agent see it once.
 * **GoAway waits for a turn boundary.** The plugin reconnects at once on ``goAway``,
   cutting a reply mid-sentence; here the reconnect waits until the current reply is done
   or ``timeLeft`` minus a safety margin, whichever comes first.
@@ -44,18 +48,13 @@ from __future__ import annotations
 import asyncio
 import base64
 import contextlib
-import http
 import json
 import logging
-import re
-import ssl
 import time
+from collections import deque
 from collections.abc import AsyncIterator, Callable
-from dataclasses import dataclass, field
-from enum import StrEnum
-from typing import Any, Protocol
+from typing import Any
 
-from google.genai import errors as genai_errors
 from google.genai import types
 from google.genai.version import __version__ as GENAI_VERSION
 from livekit import rtc
@@ -65,13 +64,35 @@ from livekit.plugins import google
 from livekit.plugins.google.realtime.realtime_api import INPUT_AUDIO_CHANNELS, INPUT_AUDIO_SAMPLE_RATE
 from livekit.plugins.google.realtime.realtime_api import RealtimeSession as _PluginRealtimeSession
 from livekit.plugins.google.version import __version__ as PLUGIN_VERSION
-from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidStatus
+from websockets.exceptions import ConnectionClosed
+
+from .model_faults import (
+    ConnectFailure,
+    FailureKind,
+    ModelLinkListener,
+    ModelUnavailableError,
+    ReplayBuffer,
+    RetryPolicy,
+    Sent,
+    classify_connect_error,
+    parse_time_left,
+)
+
+__all__ = [
+    "ConnectFailure", "FailureKind", "ModelLinkListener", "ModelUnavailableError", "ResilientRealtimeModel",
+    "ResilientRealtimeSession", "RetryPolicy", "classify_connect_error", "parse_time_left",
+]
 
 logger = logging.getLogger("voice_agent.model")
 
 #: Bytes per second of the plugin's input audio (16 kHz PCM16 mono).
 _INPUT_BYTES_PER_S = INPUT_AUDIO_SAMPLE_RATE * 2 * INPUT_AUDIO_CHANNELS
 _INPUT_MIME_TYPE = f"audio/pcm;rate={INPUT_AUDIO_SAMPLE_RATE}"
+#: Added to round trip + loop lag when deciding what a resumption handle covers (s).
+_IN_FLIGHT_MARGIN_S = 0.5
+#: The WebSocket's round trip is measured this often (s), the loop's lag every tick (s).
+_PING_EVERY_S = 2.0
+_LAG_TICK_S = 0.05
 #: livekit-plugins-google and google-genai versions whose private members this module relies
 #: on, tested.
 TESTED_PLUGIN_VERSIONS = ("1.8.9",)
@@ -111,183 +132,6 @@ def audio_frame(blob: types.Blob) -> str:
     return json.dumps({"realtime_input": {"audio": {"data": data, "mime_type": blob.mime_type}}})
 
 
-class FailureKind(StrEnum):
-    """Why a Gemini Live handshake failed, in the caller's and operator's terms."""
-
-    UNREACHABLE = "unreachable"  # refused, DNS, TLS, no answer in time
-    AUTH = "auth"  # 401/403 or the key refused at setup
-    QUOTA = "quota"  # 429 / RESOURCE_EXHAUSTED
-    SERVER = "server"  # 5xx or an internal error during setup
-    REJECTED = "rejected"  # anything else the server refused (bad model, bad request)
-
-
-@dataclass(frozen=True)
-class ConnectFailure:
-    """A classified handshake failure.
-
-    Attributes:
-        kind: what went wrong.
-        retryable: whether trying again later can help.
-        detail: one line for the log (never the API key).
-        retry_after_s: the server's Retry-After, if it sent one.
-    """
-
-    kind: FailureKind
-    retryable: bool
-    detail: str
-    retry_after_s: float | None = None
-
-
-_AUTH_WORDS = re.compile(r"api[ _]key|permission|unauthenticated|unauthori[sz]ed|credential", re.I)
-_QUOTA_WORDS = re.compile(r"quota|resource[ _]exhausted|rate limit|too many", re.I)
-
-
-def classify_connect_error(exc: BaseException) -> ConnectFailure:
-    """Sort a handshake error into a :class:`ConnectFailure`.
-
-    Handles what google-genai and websockets raise from ``live.connect``: ``InvalidStatus``
-    (HTTP status at the upgrade), ``genai.errors.APIError`` (a close during setup, with
-    the WebSocket close code and reason), ``OSError`` (refused, unreachable, TLS) and
-    ``TimeoutError`` (no ``setupComplete`` in time).
-    """
-    if isinstance(exc, InvalidStatus):
-        status = exc.response.status_code
-        retry_after = _retry_after(exc.response.headers.get("Retry-After"))
-        phrase = _status_phrase(status)
-        if status in (401, 403):
-            return ConnectFailure(FailureKind.AUTH, False, f"HTTP {status} {phrase} at the handshake")
-        if status == 429:
-            return ConnectFailure(FailureKind.QUOTA, True, f"HTTP 429 {phrase} at the handshake", retry_after)
-        if status >= 500:
-            return ConnectFailure(FailureKind.SERVER, True, f"HTTP {status} {phrase} at the handshake", retry_after)
-        return ConnectFailure(FailureKind.REJECTED, False, f"HTTP {status} {phrase} at the handshake")
-    if isinstance(exc, genai_errors.APIError):
-        reason = f"{exc.message or exc.status or ''}".strip()
-        detail = f"closed during setup with {exc.code}: {reason[:160]}"
-        if _QUOTA_WORDS.search(reason):
-            return ConnectFailure(FailureKind.QUOTA, True, detail)
-        if _AUTH_WORDS.search(reason):
-            return ConnectFailure(FailureKind.AUTH, False, detail)
-        if exc.code in (1006, 1011, 1012, 1013, 1014) or (isinstance(exc.code, int) and 500 <= exc.code < 600):
-            return ConnectFailure(FailureKind.SERVER, True, detail)
-        return ConnectFailure(FailureKind.REJECTED, False, detail)
-    if isinstance(exc, ssl.SSLCertVerificationError):
-        return ConnectFailure(FailureKind.UNREACHABLE, False, f"TLS certificate not trusted: {getattr(exc, 'verify_message', None) or exc}")
-    if isinstance(exc, TimeoutError):
-        return ConnectFailure(FailureKind.UNREACHABLE, True, "no answer to the handshake in time")
-    if isinstance(exc, (OSError, InvalidHandshake, ConnectionClosed)):
-        return ConnectFailure(FailureKind.UNREACHABLE, True, f"{type(exc).__name__}: {exc}"[:200])
-    return ConnectFailure(FailureKind.REJECTED, False, f"{type(exc).__name__}: {exc}"[:200])
-
-
-def _status_phrase(status: int) -> str:
-    try:
-        return http.HTTPStatus(status).phrase
-    except ValueError:
-        return ""
-
-
-def _retry_after(value: str | None) -> float | None:
-    try:
-        return max(0.0, float(value)) if value else None
-    except ValueError:
-        return None
-
-
-@dataclass(frozen=True)
-class RetryPolicy:
-    """Exponential backoff for handshakes.
-
-    Attributes:
-        first_delay_s: wait before the second attempt.
-        max_delay_s: the longest wait between attempts.
-        quota_min_delay_s: the shortest wait after a quota refusal (429).
-        give_up_after_s: stop once this long has passed since the first failure.
-        connect_timeout_s: one handshake (TCP, TLS, upgrade, setupComplete) may take this long.
-    """
-
-    first_delay_s: float = 0.25
-    max_delay_s: float = 8.0
-    quota_min_delay_s: float = 4.0
-    give_up_after_s: float = 60.0
-    connect_timeout_s: float = 10.0
-
-    def delay(self, attempt: int, failure: ConnectFailure) -> float:
-        """Seconds to wait after failed attempt number ``attempt`` (0-based)."""
-        delay = min(self.max_delay_s, self.first_delay_s * 2**attempt)
-        if failure.kind is FailureKind.QUOTA:
-            delay = max(delay, self.quota_min_delay_s)
-        if failure.retry_after_s is not None:
-            delay = max(delay, min(failure.retry_after_s, self.give_up_after_s))
-        return delay
-
-
-class ModelUnavailableError(Exception):
-    """Gemini Live could not be reached (or refused us) and retrying stopped."""
-
-    def __init__(self, failure: ConnectFailure, attempts: int) -> None:
-        super().__init__(f"Gemini Live unavailable ({failure.kind}): {failure.detail}; {attempts} attempt(s)")
-        self.failure = failure
-        self.attempts = attempts
-
-
-class ModelLinkListener(Protocol):
-    """What the call wants to know about the model connection. Called on the job's loop."""
-
-    def on_model_connected(self, *, first: bool, replayed_messages: int) -> None:
-        """A connection is up (``first``: the call's first one)."""
-
-    def on_model_connection_lost(self, *, reason: str) -> None:
-        """The connection dropped or is being replaced (GoAway); a reconnect follows."""
-
-    def on_model_connect_failed(self, failure: ConnectFailure, *, attempt: int, retry_in_s: float | None) -> None:
-        """A handshake failed; ``retry_in_s`` is None when no retry follows."""
-
-
-@dataclass
-class _Sent:
-    kind: str  # "realtime_input" | "client_content"
-    kwargs: dict[str, Any]
-    audio_bytes: int = 0
-    at: float = field(default_factory=time.monotonic)
-
-
-@dataclass
-class _ReplayBuffer:
-    """Client messages sent since the last resumption handle, to replay after a reconnect.
-
-    A handle covers what the server had consumed when it issued it; messages still in
-    flight then are not covered. Without Vertex's ``lastConsumedClientMessageIndex`` we
-    cannot know which those are, so a handle releases only what was sent more than
-    ``in_flight_s`` before it arrived (a replay may repeat that much audio, usually silence).
-    """
-
-    limit_bytes: int
-    in_flight_s: float = 0.5
-    items: list[_Sent] = field(default_factory=list)
-    audio_bytes: int = 0
-
-    def add(self, item: _Sent) -> None:
-        self.items.append(item)
-        self.audio_bytes += item.audio_bytes
-        while self.audio_bytes > self.limit_bytes and self.items:
-            dropped = self.items.pop(0)
-            self.audio_bytes -= dropped.audio_bytes
-
-    def take(self) -> list[_Sent]:
-        items, self.items, self.audio_bytes = self.items, [], 0
-        return items
-
-    def clear(self) -> None:
-        self.items, self.audio_bytes = [], 0
-
-    def release_before(self, at: float) -> None:
-        """A handle arrived at ``at``: forget what it surely covers."""
-        cutoff = at - self.in_flight_s
-        keep = [item for item in self.items if item.at >= cutoff]
-        self.items, self.audio_bytes = keep, sum(item.audio_bytes for item in keep)
-
-
 class _RecordingSession:
     """A google-genai ``AsyncSession`` that remembers what is sent after the last handle.
 
@@ -308,14 +152,14 @@ class _RecordingSession:
         audio = kwargs.get("audio")
         size = len(audio.data or b"") if isinstance(audio, types.Blob) else 0
         if kwargs.get("video") is None:
-            self._owner._replay.add(_Sent("realtime_input", kwargs, size))
+            self._owner._replay.add(Sent("realtime_input", kwargs, size))
         if isinstance(audio, types.Blob) and len(kwargs) == 1:
             await self._inner._ws.send(audio_frame(audio))  # google-genai's own frame, built directly
         else:
             await self._inner.send_realtime_input(**kwargs)
 
     async def send_client_content(self, **kwargs: Any) -> None:
-        self._owner._replay.add(_Sent("client_content", kwargs))
+        self._owner._replay.add(Sent("client_content", kwargs))
         await self._inner.send_client_content(**kwargs)
 
     async def send_tool_response(self, *, function_responses: Any) -> None:
@@ -333,7 +177,7 @@ class _RecordingSession:
                 self._call_ids.update(c.id for c in message.tool_call.function_calls or [] if c.id)
             update = message.session_resumption_update
             if update is not None and update.resumable and update.new_handle:
-                self._owner._replay.release_before(time.monotonic())
+                self._owner._release_covered()
             elif (
                 message.server_content is not None
                 and message.server_content.turn_complete
@@ -341,10 +185,21 @@ class _RecordingSession:
             ):
                 # No handle yet: the plugin rebuilds a new connection from its chat context,
                 # which holds every completed turn; only the turn in progress needs replaying.
-                self._owner._replay.release_before(time.monotonic())
+                self._owner._release_covered()
             yield message
 
-    async def replay(self, items: list[_Sent]) -> None:
+    async def measure_round_trips(self, every_s: float) -> None:
+        """Ping the WebSocket every `every_s` while it is open; keeps the owner's round-trip
+        estimate (google-genai's ``AsyncSession._ws``: a websockets connection)."""
+        ws = getattr(self._inner, "_ws", None)
+        if ws is None:
+            return
+        with contextlib.suppress(ConnectionClosed, asyncio.CancelledError, RuntimeError):
+            while True:
+                self._owner._note_round_trip(await asyncio.wait_for(await ws.ping(), timeout=10))
+                await asyncio.sleep(every_s)
+
+    async def replay(self, items: list[Sent]) -> None:
         for item in items:
             if item.kind == "realtime_input":
                 await self.send_realtime_input(**item.kwargs)
@@ -387,6 +242,7 @@ class _RetryingLive:
                         failure.detail, failure.kind, attempt + 1,
                     )
                     owner._notify("on_model_connect_failed", failure, attempt=attempt, retry_in_s=None)
+                    await owner._before_give_up()
                     raise ModelUnavailableError(failure, attempt + 1) from exc
                 logger.warning(
                     "Gemini Live handshake failed: %s (%s); retry %d in %.1f s",
@@ -426,14 +282,6 @@ class _AioWithRetryingLive:
         return getattr(self._inner, name)
 
 
-def parse_time_left(value: str | None) -> float | None:
-    """Seconds in a protobuf Duration string such as ``"5s"`` or ``"59.5s"``; None if unparsable."""
-    if not value:
-        return None
-    match = re.fullmatch(r"\s*([0-9]*\.?[0-9]+)\s*s?\s*", value)
-    return float(match.group(1)) if match else None
-
-
 class ResilientRealtimeSession(_PluginRealtimeSession):
     """The plugin's session with retried handshakes, replay after a drop and a patient GoAway."""
 
@@ -450,9 +298,26 @@ class ResilientRealtimeSession(_PluginRealtimeSession):
         self._listeners = realtime_model.listeners
         self._input_taps = realtime_model.input_taps
         self._go_away_margin_s = realtime_model.go_away_margin_s
-        self._replay = _ReplayBuffer(limit_bytes=int(realtime_model.replay_limit_s * _INPUT_BYTES_PER_S))
+        self._replay = ReplayBuffer(limit_bytes=int(realtime_model.replay_limit_s * _INPUT_BYTES_PER_S))
         self._connections = 0
         self._go_away_task: asyncio.Task[None] | None = None
+        # What the in-flight window is made of: recent round trips and this loop's lag.
+        self._round_trips: deque[float] = deque(maxlen=3)
+        self._lag_s = 0.0
+        self._last_tick = time.monotonic()
+        self._timing_tasks: list[asyncio.Task[None]] = []
+        # A turn cut by a drop and replayed (see `_mark_current_generation_done`).
+        self._generation_started_at = 0.0
+        self._cut_turn_committed_at: float | None = None
+        self._drop_replayed_turn = False
+
+    async def _before_give_up(self) -> None:
+        """Let listeners finish what they say before the session ends (at most 15 s)."""
+        waits = [listener.before_give_up() for listener in list(self._listeners)
+                 if hasattr(listener, "before_give_up")]
+        if waits:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(asyncio.gather(*waits, return_exceptions=True), 15.0)
 
     def push_audio(self, frame: rtc.AudioFrame) -> None:
         """The plugin's `push_audio`, with each chunk's message built without validation
@@ -473,12 +338,68 @@ class ResilientRealtimeSession(_PluginRealtimeSession):
             except Exception:
                 logger.exception("model link listener %s failed", method)
 
+    # ---- what a resumption handle surely covers ------------------------------------------
+
+    def _note_round_trip(self, seconds: float) -> None:
+        self._round_trips.append(seconds)
+
+    async def _watch_loop_lag(self) -> None:
+        """Keep a decaying maximum of how late this event loop runs (s)."""
+        while True:
+            before = time.monotonic()
+            await asyncio.sleep(_LAG_TICK_S)
+            self._last_tick = time.monotonic()
+            self._lag_s = max(self._lag_s * 0.9, self._last_tick - before - _LAG_TICK_S)
+
+    def _in_flight_s(self) -> float:
+        """How long before now a message may have been sent and still not be covered by a
+        handle read now: round trip + loop lag + a margin, seconds."""
+        lag = max(self._lag_s, time.monotonic() - self._last_tick - _LAG_TICK_S)
+        return _IN_FLIGHT_MARGIN_S + max(self._round_trips, default=0.0) + lag
+
+    def _release_covered(self) -> None:
+        self._replay.release_before(time.monotonic() - self._in_flight_s())
+
+    # ---- a turn cut by a drop is answered, and recorded, once ----------------------------
+
+    def _start_new_generation(self) -> None:
+        super()._start_new_generation()
+        self._generation_started_at = time.monotonic()
+
+    def _mark_current_generation_done(self) -> None:
+        generation = self._current_generation
+        if generation is not None and not generation._done and self._drop_replayed_turn:
+            # This generation answers the replay of a turn that was already committed (the
+            # transcript, the record and the chat context have it): do not commit it again.
+            generation.input_transcription = ""
+            self._drop_replayed_turn = False
+        elif generation is not None and not generation._done and generation.input_transcription:
+            self._cut_turn_committed_at = self._generation_started_at
+        super()._mark_current_generation_done()
+
+    def _handle_server_content(self, server_content: types.LiveServerContent) -> None:
+        if self._drop_replayed_turn and server_content.input_transcription is not None:
+            server_content.input_transcription = None  # the replayed turn, already in the transcript
+        super()._handle_server_content(server_content)
+
+    # ---- connections ----------------------------------------------------------------------
+
     async def _on_connected(self, session: _RecordingSession) -> None:
         """Runs right after a handshake, before the plugin uses the session."""
         self._connections += 1
         first = self._connections == 1
+        for task in self._timing_tasks:
+            task.cancel()
+        self._timing_tasks = [asyncio.create_task(session.measure_round_trips(_PING_EVERY_S), name="gemini-rtt"),
+                              asyncio.create_task(self._watch_loop_lag(), name="gemini-loop-lag")]
         items = self._replay.take()
+        cut = self._cut_turn_committed_at
+        self._cut_turn_committed_at = None
         if items and not first:
+            # A turn cut mid-reply by the drop was committed when its generation ended; its
+            # audio is replayed now, and the answer's transcription must not commit it again.
+            self._drop_replayed_turn = cut is not None and any(
+                item.audio_bytes and item.at <= cut for item in items)
             if self._session_resumption_handle is not None:
                 # The handle plus the replayed messages are the whole state: do not let the
                 # plugin also re-send the chat items newer than the handle (they would be
@@ -538,6 +459,8 @@ class ResilientRealtimeSession(_PluginRealtimeSession):
     async def aclose(self) -> None:
         if self._go_away_task is not None:
             await utils.aio.cancel_and_wait(self._go_away_task)
+        for task in self._timing_tasks:
+            await utils.aio.cancel_and_wait(task)
         await super().aclose()
 
 

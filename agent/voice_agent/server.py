@@ -36,15 +36,16 @@ from livekit.agents import (
     JobContext,
     JobExecutorType,
     JobProcess,
+    JobRequest,
     llm,
     room_io,
 )
 from voice_calls import budget
 
-from . import guards, metrics, operator_tools, records, telephony, vision
+from . import claims, guards, metrics, notices, operator_tools, records, telephony, vision
 from .assistant import Assistant
 from .capacity import CapacityPublisher
-from .link import FILLER_TEXT, CallLink, clip_frames
+from .link import FILLER_TEXT, GIVE_UP_TEXT, CallLink, clip_frames, load_clip
 from .model import build_realtime_model, model_ssl_context, room_io_options
 from .settings import AgentSettings
 from .tools import Faq
@@ -58,8 +59,8 @@ settings = AgentSettings()
 _CALL_MODULES = tuple(
     f"{__package__}.{name}"
     for name in (
-        "assistant", "capacity", "guards", "link", "metrics", "model", "operator_tools", "records", "resilience",
-        "telephony", "tools", "watchdog",
+        "assistant", "capacity", "claims", "guards", "link", "metrics", "model", "model_faults", "notices",
+        "operator_tools", "records", "resilience", "telephony", "tools", "watchdog",
     )
 ) + ("livekit.agents.llm.async_toolset", "anyio._backends._asyncio", "anyio._core._sockets")
 #: livekit-agents requires a threshold below 1 in production; full means `max_calls` calls.
@@ -95,6 +96,7 @@ server = AgentServer(
     setup_fnc=prewarm,
     **({"num_idle_processes": settings.idle_processes} if settings.idle_processes is not None else {}),
 )
+retention = records.Retention(settings.records_retention_days, settings.records_max_events_per_call)
 
 _watchdog_task: asyncio.Task[None] | None = None
 _capacity_task: asyncio.Task[None] | None = None
@@ -129,7 +131,9 @@ def _on_registered(worker_id: str, _server_info: object) -> None:
             api_secret=settings.livekit_api_secret.get_secret_value(),
             agent_name=settings.agent_name,
             max_redispatches=settings.max_redispatches,
-            hold_off_s=settings.room_claim_ttl_s,
+            claim_ttl_s=settings.room_claim_ttl_s,
+            confirm_s=1.5 * settings.room_claim_refresh_s,
+            retention_s=retention.seconds,
         )
         _watchdog_task = asyncio.get_running_loop().create_task(watchdog.run(), name="call-watchdog")
 
@@ -170,7 +174,53 @@ async def _tell_caller(ctx: JobContext, text: str, caller_here: asyncio.Event | 
     )
 
 
-@server.rtc_session(agent_name=settings.agent_name)
+_marker: records.aioredis.Redis | None = None
+
+
+async def _accept(request: JobRequest) -> None:
+    """Take every job LiveKit offers (the load threshold already keeps a full worker out), and
+    mark the call taken in Redis first: `accept()` returns only once a job process has been
+    found and started (seconds on a busy box), while the token server's dispatch guard and
+    the watchdog must know at once that a worker has the call (`records.accepted_key`)."""
+    global _marker
+    room = request.room.name
+    if settings.redis_url and room:
+        _marker = _marker or records.connect(settings.redis_url)
+        try:
+            await _marker.set(records.accepted_key(room), request.id, ex=600)
+        except records.RedisError as exc:
+            logger.warning("could not mark room %s taken: %s", room, exc)
+    await request.accept()
+
+
+#: Jobs of this process that ended their call on purpose (all else is an interruption).
+_left_on_purpose: set[str] = set()
+
+
+def _leave(ctx: JobContext, reason: str) -> None:
+    """End the job on purpose (the call is over, or it is not ours)."""
+    _left_on_purpose.add(ctx.job.id)
+    ctx.shutdown(reason=reason)
+
+
+async def _on_session_end(ctx: JobContext) -> None:
+    """Runs as the job ends, before it leaves the room: a job that did not end on purpose (its
+    worker's drain timed out, or the worker stops) tells a caller still there that a new
+    agent is coming (the watchdog brings one)."""
+    if ctx.job.id in _left_on_purpose:
+        return
+    kinds = {p.kind for p in ctx.room.remote_participants.values()}
+    if rtc.ParticipantKind.PARTICIPANT_KIND_STANDARD not in kinds:
+        return
+    logger.warning("the job ends with the caller still in the room; telling them another agent comes")
+    try:
+        await ctx.room.local_participant.publish_data(
+            notices.RECONNECTING.payload(), reliable=True, topic=notices.TOPIC)
+    except Exception as exc:  # the room may be going away
+        logger.info("could not tell the caller: %s", exc)
+
+
+@server.rtc_session(agent_name=settings.agent_name, on_request=_accept, on_session_end=_on_session_end)
 async def entrypoint(ctx: JobContext) -> None:
     """Run one call in `ctx.room` until the caller leaves or the job is shut down."""
     ctx.log_context_fields = {"room": ctx.room.name}
@@ -181,7 +231,7 @@ async def entrypoint(ctx: JobContext) -> None:
         await ctx.connect()
         logger.error("cannot answer the call: %s", missing)
         await _tell_caller(ctx, "This assistant is not configured yet: the operator must set its Gemini credentials.")
-        ctx.shutdown(reason=missing)
+        _leave(ctx, missing)
         return
 
     # The operator's knowledge index and MCP servers, opened while the room is claimed.
@@ -191,7 +241,7 @@ async def entrypoint(ctx: JobContext) -> None:
     own_tools = await opening_tools
     ctx.add_shutdown_callback(own_tools.aclose)
     if call is False:
-        ctx.shutdown(reason="another agent serves this room")
+        _leave(ctx, "another agent serves this room")
         return
     earlier = await call.load_turns() if call is not None else []
     if call is not None:
@@ -231,6 +281,8 @@ async def entrypoint(ctx: JobContext) -> None:
         tell=lambda text: _tell_caller(ctx, text, caller_here),
         play_filler=lambda: _play_filler(session, counted),
         filler_after_s=settings.filler_after_s,
+        filler_repeat_s=settings.filler_repeat_s,
+        play_give_up=lambda: _play_give_up(session),
         on_event=(lambda name, fields: call.event("lifecycle", {"event": name, **fields})) if call else None,
     )
     model.add_listener(link)
@@ -282,7 +334,7 @@ async def entrypoint(ctx: JobContext) -> None:
         logger.info("no caller joined within %.0f s; ending the job", settings.participant_timeout_s)
         if call is not None:
             call.end("no caller")
-        ctx.shutdown(reason="no participant joined")
+        _leave(ctx, "no participant joined")
         return
     ctx.log_context_fields = {"room": ctx.room.name, "participant": participant.identity}
     caller_here.set()
@@ -319,23 +371,25 @@ async def entrypoint(ctx: JobContext) -> None:
 
 
 async def _hold_room(ctx: JobContext) -> records.CallRecorder | None | Literal[False]:
-    """Claim the room for this job. The recorder, None without Redis, False if taken."""
+    """Claim the room for this job (claims.py). The recorder, None without Redis, False if taken."""
     if not settings.redis_url:
         return None
-    client = records.connect(settings.redis_url)
-    call = records.CallRecorder(client, ctx.room.name, ctx.job.id)
+    # Named connections: the watchdog tells a dead job from a stalled one by them.
+    client = records.connect(settings.redis_url, client_name=claims.job_client_name(ctx.job.id))
+    claim = claims.RoomClaim(client, ctx.room.name, ctx.job.id)
     ttl_ms = int(settings.room_claim_ttl_s * 1000)
-    if await call.claim(ttl_ms) is False:
+    if await claim.take(ttl_ms) is False:
         logger.info("another agent already serves this room; this job leaves")
         await client.aclose()
         return False
+    call = records.CallRecorder(client, ctx.room.name, ctx.job.id, retention=retention)
 
     async def keep_holding() -> None:
         while True:
-            await asyncio.sleep(settings.room_claim_ttl_s / 3)
-            if not await call.refresh(ttl_ms):
-                logger.error("lost the claim on this room to another job; leaving")
-                ctx.shutdown(reason="room claimed by another job")
+            await asyncio.sleep(settings.room_claim_refresh_s)
+            if not await claim.refresh(ttl_ms):
+                logger.error("this call was handed to another job (this one was taken for dead); leaving")
+                _leave(ctx, "room claimed by another job")
                 return
 
     holder = asyncio.create_task(keep_holding())
@@ -343,8 +397,10 @@ async def _hold_room(ctx: JobContext) -> records.CallRecorder | None | Literal[F
     async def let_go(reason: str) -> None:
         holder.cancel()
         call.event("lifecycle", {"event": "job_ended", "reason": reason})
-        await call.release()
+        # The record's close must be written before the room is let go: the watchdog takes an
+        # open call nobody holds for a lost agent.
         await call.aclose()
+        await claim.release()
         await client.aclose()
 
     ctx.add_shutdown_callback(let_go)
@@ -366,7 +422,7 @@ def _watch_caller(
         logger.info("the caller did not come back within %.0f s; ending the call", settings.caller_return_timeout_s)
         if call is not None:
             call.end("caller did not return")
-        ctx.shutdown(reason="caller did not return")
+        _leave(ctx, "caller did not return")
 
     @ctx.room.on("participant_disconnected")
     def _left(participant: rtc.RemoteParticipant) -> None:
@@ -378,7 +434,7 @@ def _watch_caller(
             reason = left()
             if call is not None:
                 call.end(reason)
-            ctx.shutdown(reason=reason)
+            _leave(ctx, reason)
             return
         reason = _reason_name(participant.disconnect_reason)
         logger.warning("the caller dropped (%s); waiting for them to come back", reason)
@@ -405,6 +461,16 @@ def _reason_name(reason: int | None) -> str:
         return str(reason)
 
 
+async def _play_give_up(session: AgentSession) -> None:
+    """Say the give-up clip and wait until it has played (at most its length + 2 s)."""
+    try:
+        handle = session.say(GIVE_UP_TEXT, audio=clip_frames(settings.give_up_wav), add_to_chat_ctx=False)
+        rate, pcm = load_clip(settings.give_up_wav)
+        await asyncio.wait_for(handle.wait_for_playout(), len(pcm) / 2 / rate + 2.0)
+    except (RuntimeError, TimeoutError) as exc:  # the session is closing, or playout stalled
+        logger.info("give-up clip not played to its end: %s", exc)
+
+
 def _play_filler(session: AgentSession, counted: metrics.CallMetrics) -> None:
     """Say "One moment, please." with the pre-rendered clip (the model cannot speak now)."""
     try:
@@ -424,4 +490,4 @@ async def _end_call(ctx: JobContext, call: records.CallRecorder | None, message:
         await _tell_caller(ctx, message)
     except Exception as exc:  # the room may be gone already
         logger.warning("could not tell the caller: %s", exc)
-    ctx.shutdown(reason=reason)
+    _leave(ctx, reason)

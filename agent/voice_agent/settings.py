@@ -62,6 +62,8 @@ class McpServerConfig(BaseModel):
         if self.bearer_token is not None:
             headers["Authorization"] = f"Bearer {self.bearer_token.get_secret_value()}"
         return headers
+#: "Sorry, I can't reach my voice service right now. Please call again later." (espeak-ng, as above).
+DEFAULT_GIVE_UP_WAV = Path(__file__).parent / "clips" / "give_up.wav"
 
 
 #: Calls a worker takes per CPU core by default (README "Capacity": on a 2-core VM, four calls
@@ -182,17 +184,29 @@ class AgentSettings(BaseSettings):
     #: Play the filler clip when the model has been away this long, seconds.
     filler_after_s: float = Field(default=1.0, ge=0, validation_alias="AGENT_FILLER_AFTER_S")
     filler_wav: Path = Field(default=DEFAULT_FILLER_WAV, validation_alias="AGENT_FILLER_WAV")
+    #: While the model stays away, the filler plays again this often, seconds.
+    filler_repeat_s: float = Field(default=8.0, gt=0, validation_alias="AGENT_FILLER_REPEAT_S")
+    #: Said when the model is given up on during a call (24 kHz mono PCM16 WAV).
+    give_up_wav: Path = Field(default=DEFAULT_GIVE_UP_WAV, validation_alias="AGENT_GIVE_UP_WAV")
 
     # Call records and continuity (records.py): unset REDIS_URL turns both off.
     redis_url: str | None = Field(default=None, validation_alias="REDIS_URL")
-    #: The job holding a room refreshes its claim this often; a crashed job's claim expires
-    #: after `room_claim_ttl_s` and the call is handed to another job.
-    room_claim_ttl_s: float = Field(default=4.0, gt=0, validation_alias="AGENT_ROOM_CLAIM_TTL_S")
+    #: The job holding a room refreshes its claim every `room_claim_refresh_s`; the claim
+    #: expires after `room_claim_ttl_s` without one. A job whose process died is found at
+    #: once (its Redis connections close, claims.py); one whose event loop stalled keeps its
+    #: room until its claim has been missing for another TTL, so a busy box does not lose calls.
+    room_claim_ttl_s: float = Field(default=10.0, gt=0, validation_alias="AGENT_ROOM_CLAIM_TTL_S")
     #: A caller whose connection dropped may come back within this long (LiveKit's
     #: departure timeout is 20 s) and find the same conversation.
     caller_return_timeout_s: float = Field(default=20.0, ge=0, validation_alias="AGENT_CALLER_RETURN_TIMEOUT_S")
     #: How many times a call whose agent vanished is handed to a new job.
     max_redispatches: int = Field(default=3, ge=0, validation_alias="AGENT_MAX_REDISPATCHES")
+    #: A call's record is deleted this many days after the call ended (records.py).
+    records_retention_days: float = Field(default=30.0, gt=0, le=3650, validation_alias="RECORDS_RETENTION_DAYS")
+    #: Events kept per call (turns, tool calls, usage, life cycle); the oldest go first.
+    records_max_events_per_call: int = Field(
+        default=10_000, ge=100, le=1_000_000, validation_alias="RECORDS_MAX_EVENTS_PER_CALL"
+    )
 
     #: Phone calls: where `transfer_call` sends a caller who asks for a person (SIP REFER):
     #: `+15551234567`, `tel:...` or `sip:...`; empty: no transfer tool.
@@ -303,6 +317,10 @@ class AgentSettings(BaseSettings):
             if repeated:
                 raise ValueError(f"server names must be unique: {', '.join(map(str, repeated))}")
         return value
+    @property
+    def room_claim_refresh_s(self) -> float:
+        """How often a job refreshes its room claim, seconds (it also reconnects Redis)."""
+        return min(1.0, self.room_claim_ttl_s / 3)
 
     def missing_model_credentials(self) -> str | None:
         """Say what is missing for Gemini, or None when credentials are configured.

@@ -21,6 +21,7 @@ import numpy as np
 from livekit import rtc
 
 from tests.audio import rms_dbfs
+from token_server.dispatch_guard import NOTICE_TOPIC
 
 #: Caller microphone format: what a browser's Opus track carries (48 kHz mono), 10 ms frames.
 MIC_SAMPLE_RATE = 48_000
@@ -203,6 +204,11 @@ class Caller:
         self._tasks: list[asyncio.Task[None]] = []
         self._videos: list[VideoPublisher] = []
         self._source = rtc.AudioSource(MIC_SAMPLE_RATE, 1, queue_size_ms=queue_size_ms)
+        #: The server's notices (data messages on `NOTICE_TOPIC`): (arrival, JSON payload).
+        self.notices: list[tuple[float, dict[str, Any]]] = []
+        #: Why the room disconnected us (a `DisconnectReason` name), once it has.
+        self.disconnect_reason: str | None = None
+        self.disconnected_at: float | None = None
 
     async def __aenter__(self) -> Caller:
         if not self.token:
@@ -214,6 +220,9 @@ class Caller:
         body = self.token
         self.room.register_text_stream_handler("lk.transcription", self._on_transcription)
         self.room.on("track_subscribed", self._on_track_subscribed)
+        self.room.on("data_received", self._on_data)
+        self.room.on("room_metadata_changed", self._on_room_metadata)
+        self.room.on("disconnected", self._on_disconnected)
         await self.room.connect(body["server_url"], body["participant_token"])
         self.joined_at = time.monotonic()
         track = rtc.LocalAudioTrack.create_audio_track("microphone", self._source)
@@ -321,6 +330,22 @@ class Caller:
             samples = np.frombuffer(event.frame.data, dtype=np.int16).copy()
             self.agent_audio.levels.append((time.monotonic(), rms_dbfs(samples)))
             self.agent_audio.chunks.append(samples)
+
+    def _on_data(self, packet: rtc.DataPacket) -> None:
+        if packet.topic == NOTICE_TOPIC:
+            self.notices.append((time.monotonic(), json.loads(packet.data)))
+
+    def _on_room_metadata(self, _old: str, metadata: str) -> None:
+        try:
+            notice = json.loads(metadata or "{}").get(NOTICE_TOPIC)
+        except (ValueError, AttributeError):
+            return
+        if notice:
+            self.notices.append((time.monotonic(), notice))
+
+    def _on_disconnected(self, reason: int) -> None:
+        self.disconnected_at = time.monotonic()
+        self.disconnect_reason = rtc.DisconnectReason.Name(reason)
 
     def _on_transcription(self, reader: rtc.TextStreamReader, identity: str) -> None:
         async def read() -> None:

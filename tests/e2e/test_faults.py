@@ -11,8 +11,6 @@ import asyncio
 import contextlib
 import os
 import signal
-import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -20,16 +18,31 @@ from pathlib import Path
 import pytest
 from livekit import rtc
 
-from scripts import stack
 from tests.audio import synthesize
 from tests.conftest import TIME_TOOL_CALL
-from tests.e2e.caller import MIC_SAMPLE_RATE, Caller, TokenRefused
-from tests.e2e.harness import ProcessStack, free_port, running_stack
-from tests.standins.gemini_live import GeminiLiveStandin, SessionRecord, StandinConfig
+from tests.e2e.calls import (
+    ExtraWorker,
+    agent_lines,
+    completed_audio_turns,
+    greeted,
+    job_pid,
+    load_record,
+    wait_record,
+    sessions_since,
+    stall_event_loop,
+    wait_sessions,
+    wait_worker_ready,
+    worker_pid,
+)
+from tests.e2e.caller import AUDIBLE_DBFS, MIC_SAMPLE_RATE, Caller, TokenRefused
+from tests.e2e.harness import ProcessStack, running_stack
+from tests.standins.gemini_live import GeminiLiveStandin, StandinConfig
+from tests.standins.slow_link import SlowLink
 
 pytestmark = pytest.mark.e2e
 
 UTTERANCE = "What time is it in Paris right now?"
+LONG_UTTERANCE = "Could you please tell me, slowly and clearly, what time it is right now in the city of Paris?"
 
 
 @pytest.fixture(scope="module")
@@ -43,8 +56,16 @@ def fault_standin(tmp_path_factory: pytest.TempPathFactory) -> Iterator[GeminiLi
 
 
 @pytest.fixture(scope="module")
+def fault_link(fault_standin: GeminiLiveStandin) -> Iterator[SlowLink]:
+    """The agent's network path to the model: no delay unless a test sets one."""
+    with SlowLink(target_port=fault_standin.port) as link:
+        yield link
+
+
+@pytest.fixture(scope="module")
 def fault_stack(
-    fault_standin: GeminiLiveStandin, tmp_path_factory: pytest.TempPathFactory, artifacts: Path
+    fault_standin: GeminiLiveStandin, fault_link: SlowLink, tmp_path_factory: pytest.TempPathFactory,
+    artifacts: Path,
 ) -> Iterator[ProcessStack]:
     """A stack of this module's own (its agent is drained, killed and restarted here)."""
     extra = {
@@ -52,10 +73,18 @@ def fault_stack(
         "AGENT_DRAIN_TIMEOUT_S": "25",  # a short grace period for the drain test
     }
     with running_stack(
-        fault_standin.base_url, str(fault_standin.ca_file), tmp_path_factory.mktemp("fault-state"),
+        f"https://127.0.0.1:{fault_link.port}", str(fault_standin.ca_file), tmp_path_factory.mktemp("fault-state"),
         artifacts / "logs" / "faults", extra,
     ) as processes:
         yield processes
+
+
+@pytest.fixture(autouse=True)
+def fast_link(fault_link: SlowLink) -> Iterator[None]:
+    """Every test starts and ends with an undelayed model link."""
+    fault_link.delay_s = 0.0
+    yield
+    fault_link.delay_s = 0.0
 
 
 @pytest.fixture(autouse=True)
@@ -64,39 +93,6 @@ def healthy_standin(fault_standin: GeminiLiveStandin) -> Iterator[None]:
     fault_standin.accept_handshakes()
     yield
     fault_standin.accept_handshakes()
-
-
-def sessions_since(standin: GeminiLiveStandin, after: float) -> list[SessionRecord]:
-    return [s for s in standin.sessions if s.connected_at >= after]
-
-
-async def wait_sessions(
-    standin: GeminiLiveStandin, after: float, predicate: object, timeout: float = 30.0
-) -> list[SessionRecord]:
-    """Wait until `predicate(sessions opened since after)` holds; returns those sessions."""
-
-    def check(all_: list[SessionRecord]) -> bool:
-        return bool(predicate([s for s in all_ if s.connected_at >= after]))  # type: ignore[operator]
-
-    await asyncio.to_thread(standin.wait_for, check, timeout)
-    return sessions_since(standin, after)
-
-
-def agent_lines(caller: Caller) -> list[str]:
-    """Every transcript line not spoken by the caller (agents that left included)."""
-    return [t.text for t in caller.transcripts if t.identity != caller.identity]
-
-
-async def greeted(caller: Caller, standin: GeminiLiveStandin, started: float) -> SessionRecord:
-    """Wait for the greeting to be heard and finish; returns the call's model session."""
-    await caller.wait_until(lambda: caller.agent_audio.audible_seconds() > 0.5, 45, "the greeting's audio")
-    sessions = await wait_sessions(standin, started, lambda ss: ss and ss[0].turns and ss[0].turns[0].turn_complete_at)
-    await asyncio.sleep(0.5)
-    return sessions[0]
-
-
-def completed_audio_turns(sessions: list[SessionRecord]) -> list[tuple[str, int]]:
-    return [(s.session_id, t.index) for s in sessions for t in s.turns if t.kind == "audio" and t.turn_complete_at]
 
 
 # --- 1. the model link drops during a call --------------------------------------------------
@@ -126,8 +122,14 @@ async def test_model_link_fault_mid_reply_is_survived(
         await asyncio.sleep(1.0)
         sessions = sessions_since(standin, started)
         lines = agent_lines(caller)
+        room = caller.room.name
+        asked = {t.segment_id for t in caller.transcript_of(caller.identity) if t.final and t.text}
 
     first, second = sessions[0], sessions[1]
+    # The question was asked once: the caller's transcript and the record show it once.
+    assert len(asked) == 1, [t for t in caller.transcript_of(caller.identity)]
+    record = await wait_record(fault_stack, room, lambda r: r["end_reason"] is not None)
+    assert [t["role"] for t in record["turns"]].count("user") == 1, record["turns"]
     # The new connection resumed the old one with its latest handle.
     assert second.resumption is not None and second.resumption.known
     assert second.resumption.resumed_session_id == first.session_id
@@ -143,6 +145,39 @@ async def test_model_link_fault_mid_reply_is_survived(
     assert any("Europe/Paris" in line for line in lines), lines
     assert not any(err for s in sessions for err in s.errors), [s.errors for s in sessions]
     assert spoke_until > 0
+
+
+async def test_a_drop_on_a_slow_link_replays_everything_the_handle_did_not_cover(
+    fault_stack: ProcessStack, fault_standin: GeminiLiveStandin, fault_link: SlowLink
+) -> None:
+    """A resumption handle arrives while the caller speaks, over a 0.8 s round trip, and the
+    link drops right after: what the server had not consumed when it issued the handle must
+    be replayed on the new connection, with no gap."""
+    standin = fault_standin
+    started = time.monotonic()
+    async with Caller(fault_stack.token_url, name="Ada") as caller:
+        first = await greeted(caller, standin, started)
+        fault_link.delay_s = 0.4
+        await asyncio.sleep(4.0)  # the agent measures the slower round trip
+        speak_at = time.monotonic()
+        speaking = asyncio.create_task(caller.say(synthesize(LONG_UTTERANCE, MIC_SAMPLE_RATE)))
+        await wait_sessions(standin, started,
+                            lambda ss: any(e.kind == "start" and e.at > speak_at for e in ss[0].vad_events))
+        await asyncio.sleep(1.0)  # well into the speech
+        await asyncio.to_thread(standin.send_handle, first.session_id)
+        await asyncio.sleep(0.6)  # the handle has reached the agent; audio after it is in flight
+        await asyncio.to_thread(standin.disconnect, first.session_id, code=1011)
+        await speaking
+        sessions = await wait_sessions(standin, started, lambda ss: len(ss) >= 2 and ss[1].input_audio_ms > 500)
+        fault_link.delay_s = 0.0
+        await wait_sessions(standin, started, lambda ss: completed_audio_turns(ss), timeout=45)
+    old, new = sessions[0], sessions[1]
+    covered = old.handle_audio_bytes[old.handles.index(new.resumption.handle)]
+    replayed_from = old.input_audio.find(bytes(new.input_audio[:3200]))
+    print(f"\nslow link: the handle covered {covered / 32:.0f} ms of input audio; the replay starts at "
+          f"{replayed_from / 32:.0f} ms")
+    assert new.resumption is not None and new.resumption.handle == old.handles[-1]
+    assert 0 <= replayed_from <= covered, "audio the handle did not cover was lost"
 
 
 async def test_slow_reconnect_plays_the_filler(fault_stack: ProcessStack, fault_standin: GeminiLiveStandin) -> None:
@@ -165,6 +200,37 @@ async def test_slow_reconnect_plays_the_filler(fault_stack: ProcessStack, fault_
         )
     assert heard is not None and heard < reconnected_at + 1.5, "the filler is heard while the model is away"
     assert [r.status for r in standin.rejected_handshakes[-3:]] == [503, 503, 503]
+
+
+async def test_a_long_model_outage_is_never_silent_and_ends_with_a_spoken_apology(
+    fault_stack: ProcessStack, fault_standin: GeminiLiveStandin
+) -> None:
+    """The model is lost for good mid-call (every reconnect refused until the agent gives up,
+    AGENT_MODEL_RETRY_GIVE_UP_S=30 here): the caller hears the filler again and again, reads
+    that the agent is still trying, and hears why the call ends."""
+    standin = fault_standin
+    started = time.monotonic()
+    async with Caller(fault_stack.token_url, name="Ada") as caller:
+        first = await greeted(caller, standin, started)
+        standin.refuse_handshakes(503)
+        dropped_at = time.monotonic()
+        await asyncio.to_thread(standin.disconnect, first.session_id, code=1011)
+        await caller.wait_until(lambda: any("voice service was lost" in line for line in agent_lines(caller)),
+                                90, "the call to end")
+        ended_at = time.monotonic()
+        await asyncio.sleep(1.0)
+    lines = [t for t in caller.transcripts if t.identity != caller.identity and t.received_at > dropped_at]
+    fillers = [t.received_at for t in lines if "One moment" in t.text]
+    heard = [at for at, db in caller.agent_audio.levels if dropped_at < at < ended_at and db > AUDIBLE_DBFS]
+    gaps = [b - a for a, b in zip(heard, heard[1:])]
+    print(f"\nmodel lost for good: {len(fillers)} fillers, longest silence {max(gaps, default=0):.1f} s, "
+          f"call ended {ended_at - dropped_at:.1f} s after the drop")
+    assert len(fillers) >= 3, [t.text for t in lines]
+    assert max(gaps) < 12.0, "no long silence while the agent retries"
+    assert any("still trying" in t.text for t in lines)
+    apology = [t for t in lines if "can't reach my voice service" in t.text]
+    assert apology, [t.text for t in lines]
+    assert any(apology[0].received_at - 1.0 < at for at in heard[-50:]), "the apology is spoken"
 
 
 # --- 2. the model refuses or cannot be reached when the call starts ------------------------
@@ -220,59 +286,75 @@ async def test_model_unavailable_at_start_is_retried_and_the_caller_told(
         assert sessions[0].connected_at - rejected[0].at >= 3.5, "Retry-After is honoured"
 
 
-# --- 3. the worker is killed, drained, or doubled ------------------------------------------
+# --- 3. no worker takes the call -------------------------------------------------------------
 
 
-def _children(pid: int) -> list[int]:
-    """Direct children of `pid` (from /proc)."""
-    found = []
-    for stat in Path("/proc").glob("[0-9]*/stat"):
-        try:
-            fields = stat.read_text().rsplit(")", 1)[1].split()
-        except (OSError, IndexError):
-            continue
-        if int(fields[1]) == pid:
-            found.append(int(stat.parent.name))
-    return found
-
-
-def worker_pid(stack_: ProcessStack) -> int:
-    """The agent worker's main process (supervisord's child running `voice_agent`)."""
-    todo = [stack_.processes["agent"].pid]
-    while todo:
-        pid = todo.pop()
-        try:
-            cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ")
-        except OSError:
-            continue
-        if b"voice_agent" in cmdline and b"supervisord" not in cmdline:
-            return pid
-        todo.extend(_children(pid))
-    raise LookupError("no worker process")
-
-
-async def wait_worker_ready(stack_: ProcessStack, old_pid: int | None, timeout: float = 60.0) -> int:
-    """Wait for a (new) registered worker; returns its pid."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        with contextlib.suppress(LookupError):
-            pid = worker_pid(stack_)
-            if pid != old_pid and stack_.checks["agent"].probe():
-                return pid
-        await asyncio.sleep(0.2)
-    raise AssertionError(f"no new worker within {timeout} s:\n{stack_.log_tail('agent')}")
-
-
-def load_record(stack_: ProcessStack, room: str) -> dict:
-    import redis as sync_redis
-
-    from token_server.records import load_session
-
-    client = sync_redis.Redis.from_url(stack_.env["REDIS_URL"], decode_responses=True)
+@contextlib.contextmanager
+def worker_stopped(stack_: ProcessStack) -> Iterator[None]:
+    """No agent worker registered (a restart, a crash loop); it is started again after."""
+    stack_.stop("agent")
     try:
-        return load_session(client, room) or {}
+        yield
     finally:
-        client.close()
+        stack_.start(["agent"])
+
+
+@contextlib.contextmanager
+def service_with(stack_: ProcessStack, name: str, **env: str) -> Iterator[None]:
+    """Process `name` restarted with `env` added, then restarted as it was."""
+    saved = dict(stack_.env)
+    stack_.env.update(env)
+    stack_.restart(name)
+    try:
+        yield
+    finally:
+        stack_.env.clear()
+        stack_.env.update(saved)
+        stack_.restart(name)
+
+
+async def test_no_worker_the_caller_is_told_within_5_s_and_the_room_closed(fault_stack: ProcessStack) -> None:
+    with worker_stopped(fault_stack):
+        started = time.monotonic()
+        async with Caller(fault_stack.token_url, name="Ada") as caller:
+            await caller.wait_until(lambda: caller.notices, 10, "a notice")
+            await caller.wait_until(lambda: caller.disconnect_reason is not None, 10, "the room to close")
+            assert caller.agent_identity() is None
+    told_at, notice = caller.notices[0]
+    print(f"\nno worker: caller told {told_at - started:.2f} s after asking for a token, "
+          f"room closed {caller.disconnected_at - started:.2f} s after")
+    assert told_at - started < 5.0, "told within 5 s"
+    assert notice["code"] == "no_agent_available" and notice["closing"] is True
+    assert "no assistant is available" in notice["message"]
+    assert caller.disconnect_reason == "ROOM_DELETED"
+    assert fault_stack.wait_for_log("token-server", "caller_told_no_agent", 5)
+
+
+@pytest.mark.timeout(900)
+async def test_a_call_that_starts_while_no_worker_is_registered_is_taken_when_one_registers(
+    fault_stack: ProcessStack, fault_standin: GeminiLiveStandin
+) -> None:
+    # A long notice window, so the worker has time to start (up to a minute on a busy box).
+    with service_with(fault_stack, "token-server", TOKEN_NO_AGENT_NOTICE_SECONDS="240",
+                      TOKEN_AGENT_JOIN_TIMEOUT_SECONDS="300"):
+        fault_stack.stop("agent")
+        started = time.monotonic()
+        try:
+            async with Caller(fault_stack.token_url, name="Ada") as caller:
+                await asyncio.sleep(2)
+                assert caller.agent_identity() is None
+                # The worker comes back (registered again): it takes the call that was waiting.
+                await asyncio.to_thread(fault_stack.start, ["agent"])
+                # A job process may have to start first: a minute on a busy 2-core box.
+                await caller.wait_until(lambda: caller.agent_audio.audible_seconds() > 0.5, 120, "the greeting")
+                assert not caller.notices
+        finally:
+            if fault_stack.processes["agent"].poll() is not None:
+                fault_stack.start(["agent"])
+    assert fault_stack.wait_for_log("token-server", "no_worker_redispatched", 5)
+
+
+# --- 4. the worker is killed, drained, or doubled ------------------------------------------
 
 
 async def answered_once_more(caller: Caller, standin: GeminiLiveStandin, started: float, timeout: float = 30) -> None:
@@ -302,7 +384,8 @@ async def test_killed_worker_is_replaced_and_the_call_picked_up(
             identity = caller.agent_identity()
             return identity is not None and identity != first_agent
 
-        await caller.wait_until(new_agent, 60, "a new agent in the room")
+        await caller.wait_until(new_agent, 90, "a new agent in the room")
+        assert [n["code"] for _, n in caller.notices] == ["agent_reconnecting"], "the caller is told"
         await caller.wait_until(
             lambda: caller.agent_audio.first_audible_after(killed_at + 0.5) is not None, 30, "the new agent's voice"
         )
@@ -352,6 +435,7 @@ async def test_sigterm_drains_live_calls_then_hands_over(
         )
         await answered_once_more(caller, standin, started)
     assert new_pid != pid
+    assert "agent_reconnecting" in [n["code"] for _, n in caller.notices], "the caller is told at the cut"
 
 
 async def test_one_agent_per_room_with_two_workers_and_a_repeated_dispatch(
@@ -359,19 +443,9 @@ async def test_one_agent_per_room_with_two_workers_and_a_repeated_dispatch(
 ) -> None:
     from livekit import api
 
-    env = dict(fault_stack.env)
-    env["AGENT_HEALTH_PORT"] = str(free_port())
-    env["AGENT_READY_FILE"] = str(tmp_path / "second.ready")
-    log = open(tmp_path / "second-worker.log", "wb")  # noqa: SIM115
-    second = subprocess.Popen([sys.executable, "-m", "voice_agent", "start"], cwd=stack.ROOT, env=env,
-                              stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    second = ExtraWorker(fault_stack, tmp_path / "second-worker.log")
+    await asyncio.to_thread(second.start)
     try:
-        for _ in range(300):
-            if Path(env["AGENT_READY_FILE"]).exists():
-                break
-            await asyncio.sleep(0.2)
-        else:
-            raise AssertionError("the second worker did not register")
         started = time.monotonic()
         async with Caller(fault_stack.token_url, name="Ada") as caller:
             agents_seen: set[str] = set()
@@ -397,6 +471,72 @@ async def test_one_agent_per_room_with_two_workers_and_a_repeated_dispatch(
         model_sessions = sessions_since(fault_standin, started)
         assert len(model_sessions) == 1, "only one agent talked to the model"
     finally:
-        second.terminate()
-        second.wait(30)
-        log.close()
+        await asyncio.to_thread(second.stop)
+
+
+async def test_a_killed_worker_s_call_is_taken_by_the_other_live_worker(
+    fault_stack: ProcessStack, fault_standin: GeminiLiveStandin, tmp_path: Path
+) -> None:
+    second = ExtraWorker(fault_stack, tmp_path / "second-worker.log")
+    await asyncio.to_thread(second.start)
+    try:
+        started = time.monotonic()
+        async with Caller(fault_stack.token_url, name="Ada") as caller:
+            await greeted(caller, fault_standin, started)
+            room, first_agent = caller.room.name, caller.agent_identity()
+            serving = second.log if room in second.log.read_text(errors="replace") else fault_stack.log_dir / "agent.log"
+            worker = os.getpgid(job_pid(serving, room))  # the worker's process group
+            other = fault_stack.log_dir / "agent.log" if serving == second.log else second.log
+            killed_at = time.monotonic()
+            os.killpg(worker, signal.SIGKILL)  # the worker serving the call, and its jobs
+            await caller.wait_until(lambda: caller.agent_identity() not in (None, first_agent), 60, "a new agent")
+            await caller.wait_until(
+                lambda: caller.agent_audio.first_audible_after(killed_at + 0.5) is not None, 30, "the agent's voice"
+            )
+            back_s = caller.agent_audio.first_audible_after(killed_at + 0.5) - killed_at
+            assert room in other.read_text(errors="replace"), "the other, live worker took the call"
+            await answered_once_more(caller, fault_standin, started)
+        print(f"\nworker SIGKILL, another live worker -> agent audible again: {back_s:.1f} s")
+        record = load_record(fault_stack, room)
+        assert record["jobs"] == 2 and [e["why"] for e in record["events"] if e["event"] == "redispatched"] == ["gone"]
+    finally:
+        await asyncio.to_thread(second.stop)
+        await wait_worker_ready(fault_stack, None)
+
+
+async def test_an_agent_whose_event_loop_stalls_keeps_its_call(
+    fault_stack: ProcessStack, fault_standin: GeminiLiveStandin
+) -> None:
+    """A busy box stalls a job's event loop past its room claim: the agent must not be evicted."""
+    from voice_agent.settings import AgentSettings
+
+    ttl_s = float(fault_stack.env.get("AGENT_ROOM_CLAIM_TTL_S") or AgentSettings.model_fields["room_claim_ttl_s"].default)
+    started = time.monotonic()
+    async with Caller(fault_stack.token_url, name="Ada") as caller:
+        await greeted(caller, fault_standin, started)
+        room, agent = caller.room.name, caller.agent_identity()
+        pid = job_pid(fault_stack.log_dir / "agent.log", room)
+        await asyncio.to_thread(stall_event_loop, pid, 1.5 * ttl_s)
+        await answered_once_more(caller, fault_standin, started, timeout=60)
+        assert caller.agent_identity() == agent, "the same agent goes on"
+        assert not caller.notices
+    record = load_record(fault_stack, room)
+    assert record["jobs"] == 1 and not [e for e in record["events"] if e["event"] == "redispatched"], record["events"]
+    assert len(sessions_since(fault_standin, started)) == 1, "one model session throughout"
+
+
+async def test_after_the_last_handover_the_caller_is_told_and_the_room_closed(
+    fault_stack: ProcessStack, fault_standin: GeminiLiveStandin
+) -> None:
+    with service_with(fault_stack, "agent", AGENT_MAX_REDISPATCHES="0"):
+        started = time.monotonic()
+        async with Caller(fault_stack.token_url, name="Ada") as caller:
+            await greeted(caller, fault_standin, started)
+            room = caller.room.name
+            pid = worker_pid(fault_stack)
+            os.killpg(pid, signal.SIGKILL)  # restarted by its supervisor; no handover is left
+            await caller.wait_until(lambda: caller.disconnect_reason is not None, 120, "the room to close")
+        assert [n["code"] for _, n in caller.notices][-1:] == ["agent_unavailable"], caller.notices
+        assert caller.notices[-1][1]["closing"] is True and caller.disconnect_reason == "ROOM_DELETED"
+        record = load_record(fault_stack, room)
+        assert record["end_reason"] == "agent lost too often"

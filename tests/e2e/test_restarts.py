@@ -42,17 +42,18 @@ from scripts import stack
 from tests.audio import synthesize
 from tests.conftest import TIME_TOOL_CALL
 from tests.e2e.caller import MIC_SAMPLE_RATE, Caller, request_token
-from tests.e2e.harness import ProcessStack, isolated_overrides
-from tests.e2e.test_faults import (
-    UTTERANCE,
+from tests.e2e.calls import (
     agent_lines,
     completed_audio_turns,
     greeted,
     load_record,
     sessions_since,
+    wait_record,
     wait_sessions,
     worker_pid,
 )
+from tests.e2e.harness import ProcessStack, isolated_overrides
+from tests.e2e.test_faults import UTTERANCE
 from tests.standins.gemini_live import GeminiLiveStandin, SessionRecord, StandinConfig
 
 pytestmark = pytest.mark.e2e
@@ -94,20 +95,6 @@ def restart_stack(
         yield processes
     finally:
         processes.close()
-
-
-async def wait_record(
-    stack_: ProcessStack, room: str, predicate: Callable[[dict[str, Any]], bool], timeout: float = 30.0
-) -> dict[str, Any]:
-    """Poll the call record of `room` until `predicate(record)` holds; returns it."""
-    deadline = time.monotonic() + timeout
-    while True:
-        record = await asyncio.to_thread(load_record, stack_, room)
-        if record and predicate(record):
-            return record
-        if time.monotonic() > deadline:
-            raise AssertionError(f"the record of {room} never got there: {record}")
-        await asyncio.sleep(0.3)
 
 
 def roles(record: dict[str, Any]) -> list[str]:
@@ -287,6 +274,36 @@ async def test_redis_restart_mid_call_loses_nothing_and_the_services_reconnect(
 
     # livekit-server keeps its node and room state in the same Redis: new calls work too.
     await a_new_call_works(restart_stack, standin)
+
+
+async def test_redis_refusing_writes_mid_call_loses_nothing_and_alerts(
+    restart_stack: ProcessStack, restart_standin: GeminiLiveStandin
+) -> None:
+    """Redis full (maxmemory, noeviction: OOM) during a turn: the turn is written once it has room."""
+    import redis as sync_redis
+
+    admin = sync_redis.Redis(port=int(restart_stack.env["REDIS_PORT"]), decode_responses=True)
+    started = time.monotonic()
+    try:
+        async with Caller(restart_stack.token_url, name="Ada") as caller:
+            room = caller.room.name
+            await greeted(caller, restart_standin, started)
+            await wait_record(restart_stack, room, lambda r: len(r["turns"]) >= 1)
+            limit = admin.config_get("maxmemory")["maxmemory"]
+            admin.config_set("maxmemory", "1")  # every write is refused with OOM from now
+            try:
+                await ask(caller, restart_standin, started)
+                await asyncio.sleep(1.0)
+                during = await asyncio.to_thread(load_record, restart_stack, room)
+            finally:
+                admin.config_set("maxmemory", limit)
+            record = await wait_record(restart_stack, room, lambda r: len(r["turns"]) >= 3)
+    finally:
+        admin.close()
+    assert len(during["turns"]) == 1, "nothing could be written while Redis refused"
+    assert [t["role"] for t in record["turns"]][:3] == ["assistant", "user", "assistant"]
+    assert "Europe/Paris" in record["turns"][2]["text"], "the turn taken while Redis refused writes"
+    assert restart_stack.wait_for_log("agent", "call records cannot be written", 5)
 
 
 # --- the caller's network drops and comes back ------------------------------------------------

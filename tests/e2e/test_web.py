@@ -12,6 +12,8 @@ Screenshots (desktop 1280x800, phone 390x844) go to `artifacts/screenshots/`.
 
 from __future__ import annotations
 
+import os
+import signal
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -23,6 +25,7 @@ from playwright.sync_api import Browser, BrowserContext, Page, Playwright, expec
 
 from tests.audio import synthesize, write_wav
 from tests.e2e.browser import DESKTOP, FAKE_MIC_RATE, PHONE, launch, screenshot, speech_wav
+from tests.e2e.calls import ExtraWorker, job_pid
 from tests.e2e.harness import ProcessStack
 from tests.standins.gemini_live import GeminiLiveStandin, SessionRecord, pcm16_dbfs
 
@@ -447,3 +450,56 @@ def test_livekit_restart_mid_call_shows_the_banner_and_the_call_recovers(
     assert time.monotonic() - recovered_at < 12
     reply = transcript.locator('[data-speaker="agent"]').filter(has_text=f"You wrote: {received}")
     expect(reply).to_have_count(1, timeout=20_000)
+
+
+def test_no_worker_the_page_says_so_within_5_s_and_the_call_ends(
+    silent_browser: Browser, open_page: Callable[..., Page], native_stack: ProcessStack, artifacts: Path
+) -> None:
+    native_stack.stop("agent")  # no worker registered: a restart or a crash loop
+    try:
+        page = open_page(silent_browser)
+        connect(page)
+        notice = page.get_by_test_id("transcript").locator('[data-kind="notice"]')
+        expect(notice).to_contain_text("no assistant is available", timeout=15_000)
+        expect(page.get_by_test_id("error")).to_have_attribute("data-error-code", "call-ended")
+        expect(page.get_by_test_id("error-message")).to_contain_text("no assistant is available")
+        page.wait_for_function("() => window.__voiceClient.state === 'disconnected'", timeout=10_000)
+        expect(page.get_by_test_id("connect")).to_be_enabled()
+        screenshot(page, artifacts, "desktop-no-agent-available")
+        joined_at = next(s["at"] for s in page.evaluate("() => window.__voiceClient.connectionHistory")
+                         if s["state"] == "connected")
+        told_at = next(e["receivedAt"] for e in page.evaluate("() => window.__voiceClient.transcript")
+                       if e["kind"] == "notice")
+        assert told_at - joined_at < 5_000, f"told {told_at - joined_at} ms after joining"
+        assert page.evaluate("() => window.__voiceClient.serverNotice")["code"] == "no_agent_available"
+    finally:
+        native_stack.start(["agent"])
+
+
+def test_a_lost_agent_shows_reconnecting_the_assistant_and_the_call_goes_on(
+    silent_browser: Browser, open_page: Callable[..., Page], native_stack: ProcessStack, artifacts: Path,
+    tmp_path: Path,
+) -> None:
+    second = ExtraWorker(native_stack, tmp_path / "second-worker.log")
+    second.start()
+    try:
+        page = open_page(silent_browser)
+        connect(page)
+        wait_agent_ready(page)
+        room = page.evaluate("() => window.__voiceClient.roomName")
+        serving = second.log if room in second.log.read_text(errors="replace") else native_stack.log_dir / "agent.log"
+        os.killpg(os.getpgid(job_pid(serving, room)), signal.SIGKILL)  # the worker serving the call
+
+        state = page.get_by_test_id("agent-state")
+        expect(state).to_have_text("Reconnecting the assistant\u2026", timeout=15_000)
+        expect(page.get_by_test_id("error")).to_be_hidden()
+        notice = page.get_by_test_id("transcript").locator('[data-kind="notice"]')
+        expect(notice).to_contain_text("reconnecting you to the assistant", timeout=15_000)
+        screenshot(page, artifacts, "desktop-reconnecting-the-assistant")
+        wait_agent_ready(page, timeout_ms=60_000)  # another worker's agent takes the call
+        expect(page.get_by_test_id("error")).to_be_hidden()
+        states = agent_states(page)
+        assert "reconnecting" in states and "disconnected" not in states, states
+    finally:
+        second.stop()
+        native_stack.wait_healthy(["agent"], timeout_s=180)

@@ -52,8 +52,10 @@ What a session does (one WebSocket connection):
 Faults, for resilience tests: :meth:`GeminiLiveStandin.disconnect` (close with a code, or
 drop TCP), :meth:`~GeminiLiveStandin.go_away` (``goAway{timeLeft}`` then close),
 :meth:`~GeminiLiveStandin.refuse_handshakes` (HTTP 401/403/429/5xx at the upgrade),
-:meth:`~GeminiLiveStandin.stall_setups` (``setupComplete`` never comes) and
-:meth:`~GeminiLiveStandin.stop` (connection refused). Handles it issues are checked when
+:meth:`~GeminiLiveStandin.stall_setups` (``setupComplete`` never comes),
+:meth:`~GeminiLiveStandin.send_handle` (a resumption handle at a chosen moment) and
+:meth:`~GeminiLiveStandin.stop` (connection refused); `slow_link.SlowLink` puts a slow
+network in front of it. Handles it issues are checked when
 a setup presents one (:class:`ResumptionRecord`: known? which session, how many turns?).
 
 Use it in-process::
@@ -568,6 +570,8 @@ class SessionRecord:
         turns: user turns and replies.
         tool_calls / tool_responses: function calls issued / answers received.
         handles: resumption handles sent (``sessionResumptionUpdate.newHandle``).
+        handle_audio_bytes: for each handle, how much of ``input_audio`` it covers (bytes
+            received when it was issued).
         resumption: the handle this session's setup presented, if any.
         stalled: the stand-in was told to stall this session's setup (see
             :meth:`GeminiLiveStandin.stall_setups`): it read the setup and never answered.
@@ -597,6 +601,7 @@ class SessionRecord:
     tool_calls: list[ToolCallRecord] = field(default_factory=list)
     tool_responses: list[ToolResponseRecord] = field(default_factory=list)
     handles: list[str] = field(default_factory=list)
+    handle_audio_bytes: list[int] = field(default_factory=list)
     resumption: ResumptionRecord | None = None
     stalled: bool = False
     errors: list[str] = field(default_factory=list)
@@ -624,6 +629,7 @@ class SessionRecord:
             tool_calls=[copy.deepcopy(c) for c in self.tool_calls],
             tool_responses=list(self.tool_responses),
             handles=list(self.handles),
+            handle_audio_bytes=list(self.handle_audio_bytes),
             errors=list(self.errors),
         )
 
@@ -1778,6 +1784,12 @@ class GeminiLiveStandin:
                 self._stalls -= 1
             return True
 
+    def send_handle(self, session_id: str | None = None) -> None:
+        """Send a live session a ``sessionResumptionUpdate`` now (the real service sends them
+        at times of its choosing, also while the user speaks)."""
+        live, _ = self._live_session(session_id)
+        self._run_coroutine(live._send_resumption_update())
+
     def go_away(self, session_id: str | None = None, *, time_left_s: float = 5.0) -> None:
         """Send ``goAway{timeLeft}`` to a live session, then close it (1000) when time is up."""
         live, _ = self._live_session(session_id)
@@ -1807,6 +1819,7 @@ class GeminiLiveStandin:
         with self._mutate():
             self._handles[handle] = (record.session_id, len(record.turns))
             record.handles.append(handle)
+            record.handle_audio_bytes.append(len(record.input_audio))
         return handle
 
     def _lookup_handle(self, handle: str) -> ResumptionRecord:
