@@ -48,7 +48,6 @@ from . import claims, notices, records
 logger = logging.getLogger("voice_agent.watchdog")
 
 
-
 @dataclass
 class _Suspect:
     """A call whose agent looks dead: how (`gone` process, `stalled` loop), and since when."""

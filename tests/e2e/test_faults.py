@@ -76,6 +76,9 @@ def fault_stack(
         f"https://127.0.0.1:{fault_link.port}", str(fault_standin.ca_file), tmp_path_factory.mktemp("fault-state"),
         artifacts / "logs" / "faults", extra,
     ) as processes:
+        # A worker registers before its idle job process is ready; on a busy machine the
+        # first call would wait minutes for one, which no test here is about.
+        processes.wait_for_log("agent", '"process initialized"', 300)
         yield processes
 
 

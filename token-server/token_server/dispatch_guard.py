@@ -135,14 +135,18 @@ class DispatchGuard:
                 self._thread.start()
 
     def _run(self) -> None:
+        failing = False
         while True:
             try:
                 self.check_once()
+                failing = False
             except (redis.RedisError, LiveKitError) as exc:
-                log.warning("dispatch_guard_round_failed", error=str(exc))
+                if not failing:  # once per outage, not every round
+                    log.warning("dispatch_guard_round_failed", error=str(exc))
+                failing = True
             except Exception:  # never let the thread die: callers depend on it
                 log.exception("dispatch_guard_round_failed")
-            time.sleep(self._times.interval_s)
+            time.sleep(self._times.interval_s * (4 if failing else 1))
 
     def check_once(self, now: float | None = None) -> dict[str, str]:
         """One round over the watched rooms; returns what was done, room -> action
