@@ -30,11 +30,11 @@ def check_files(settings: AgentSettings) -> str | None:
     """Read every file a call needs (FAQ, Gemini CA bundle, the clips) as a job would;
     one line saying what is wrong with the first bad one, or None."""
     from .link import load_clip
-    from .model import build_ssl_context
+    from .model import model_ssl_context
     from .tools import Faq
 
     checks = (("AGENT_FAQ_PATH", settings.faq_path, lambda: Faq.load(settings.faq_path)),
-              ("GEMINI_CA_FILE", settings.gemini_ca_file, lambda: build_ssl_context(settings)),
+              ("GEMINI_CA_FILE", settings.gemini_ca_file, lambda: model_ssl_context(settings.gemini_ca_file)),
               ("AGENT_FILLER_WAV", settings.filler_wav, lambda: load_clip(settings.filler_wav)),
               ("AGENT_GIVE_UP_WAV", settings.give_up_wav, lambda: load_clip(settings.give_up_wav)))
     for name, path, load in checks:

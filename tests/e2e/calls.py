@@ -16,7 +16,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any
 
 from scripts import stack
@@ -98,6 +98,35 @@ async def wait_worker_ready(stack_: ProcessStack, old_pid: int | None, timeout: 
                 return pid
         await asyncio.sleep(0.2)
     raise AssertionError(f"no new worker within {timeout} s:\n{stack_.log_tail('agent')}")
+
+
+@contextlib.contextmanager
+def worker_stopped(stack_: ProcessStack, *, ghost_lines: int = 0) -> Iterator[None]:
+    """No agent worker registered (a restart, a crash loop); it is started again after.
+
+    With `ghost_lines`, admission control still counts that many free lines of a worker that
+    is gone: its capacity key outlives it by a few seconds (killed, or dead after publishing).
+    Without them, admission control refuses every caller with 503 before any room exists.
+    """
+    import redis as sync_redis
+    from voice_calls.admission import PUBLISH, WITHDRAW, WORKERS, WorkerCapacity, worker_key
+
+    stack_.stop("agent")
+    store = sync_redis.Redis(port=int(stack_.env["REDIS_PORT"]), decode_responses=True)
+    # The stopped worker's line is withdrawn, or expires within seconds: then none is left.
+    deadline = time.monotonic() + 15
+    while any(store.exists(worker_key(w)) for w in store.smembers(WORKERS)) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    ghost = "ghost-worker"
+    if ghost_lines:
+        value = WorkerCapacity(ghost_lines, False, [], time.time()).to_json()
+        store.eval(PUBLISH, 2, WORKERS, worker_key(ghost), ghost, value, 300_000)
+    try:
+        yield
+    finally:
+        store.eval(WITHDRAW, 2, WORKERS, worker_key(ghost), ghost)
+        store.close()
+        stack_.start(["agent"])
 
 
 def load_record(stack_: ProcessStack, room: str) -> dict[str, Any]:

@@ -33,8 +33,9 @@ from tests.e2e.calls import (
     wait_sessions,
     wait_worker_ready,
     worker_pid,
+    worker_stopped,
 )
-from tests.e2e.caller import AUDIBLE_DBFS, MIC_SAMPLE_RATE, Caller, TokenRefused
+from tests.e2e.caller import AUDIBLE_DBFS, MIC_SAMPLE_RATE, Caller, TokenRefused, request_token
 from tests.e2e.harness import ProcessStack, running_stack
 from tests.standins.gemini_live import GeminiLiveStandin, StandinConfig
 from tests.standins.slow_link import SlowLink
@@ -293,16 +294,6 @@ async def test_model_unavailable_at_start_is_retried_and_the_caller_told(
 
 
 @contextlib.contextmanager
-def worker_stopped(stack_: ProcessStack) -> Iterator[None]:
-    """No agent worker registered (a restart, a crash loop); it is started again after."""
-    stack_.stop("agent")
-    try:
-        yield
-    finally:
-        stack_.start(["agent"])
-
-
-@contextlib.contextmanager
 def service_with(stack_: ProcessStack, name: str, **env: str) -> Iterator[None]:
     """Process `name` restarted with `env` added, then restarted as it was."""
     saved = dict(stack_.env)
@@ -317,12 +308,17 @@ def service_with(stack_: ProcessStack, name: str, **env: str) -> Iterator[None]:
 
 
 async def test_no_worker_the_caller_is_told_within_5_s_and_the_room_closed(fault_stack: ProcessStack) -> None:
-    with worker_stopped(fault_stack):
+    # Admission control admits the call on a dead worker's stale line (one): no worker takes it.
+    with worker_stopped(fault_stack, ghost_lines=1):
         started = time.monotonic()
         async with Caller(fault_stack.token_url, name="Ada") as caller:
             await caller.wait_until(lambda: caller.notices, 10, "a notice")
             await caller.wait_until(lambda: caller.disconnect_reason is not None, 10, "the room to close")
             assert caller.agent_identity() is None
+        # The refused call gave its admission line back: the next caller is admitted at once
+        # (it would be refused 503 at_capacity for the whole join window otherwise).
+        status, body = await asyncio.to_thread(request_token, fault_stack.token_url, {"participant_name": "Bob"})
+        assert status == 201, body
     told_at, notice = caller.notices[0]
     print(f"\nno worker: caller told {told_at - started:.2f} s after asking for a token, "
           f"room closed {caller.disconnected_at - started:.2f} s after")
@@ -330,16 +326,27 @@ async def test_no_worker_the_caller_is_told_within_5_s_and_the_room_closed(fault
     assert notice["code"] == "no_agent_available" and notice["closing"] is True
     assert "no assistant is available" in notice["message"]
     assert caller.disconnect_reason == "ROOM_DELETED"
+    assert [n["code"] for _, n in caller.notices] == ["no_agent_available"], "told once"
     assert fault_stack.wait_for_log("token-server", "caller_told_no_agent", 5)
+
+
+async def test_no_worker_and_admission_control_refuses_before_any_room(fault_stack: ProcessStack) -> None:
+    """With no worker line left, the caller is refused before a room exists (no notice path)."""
+    with worker_stopped(fault_stack):
+        with pytest.raises(TokenRefused) as refused:
+            async with Caller(fault_stack.token_url, name="Ada"):
+                pass
+    assert refused.value.status == 503 and refused.value.code == "at_capacity"
 
 
 @pytest.mark.timeout(900)
 async def test_a_call_that_starts_while_no_worker_is_registered_is_taken_when_one_registers(
     fault_stack: ProcessStack, fault_standin: GeminiLiveStandin
 ) -> None:
-    # A long notice window, so the worker has time to start (up to a minute on a busy box).
+    # A long notice window, so the worker has time to start (up to a minute on a busy box);
+    # admission control off, or it would refuse the caller while no worker is registered.
     with service_with(fault_stack, "token-server", TOKEN_NO_AGENT_NOTICE_SECONDS="240",
-                      TOKEN_AGENT_JOIN_TIMEOUT_SECONDS="300"):
+                      TOKEN_AGENT_JOIN_TIMEOUT_SECONDS="300", TOKEN_ADMISSION_CONTROL="false"):
         fault_stack.stop("agent")
         started = time.monotonic()
         try:

@@ -158,6 +158,7 @@ def test_a_token_reused_after_its_room_finished_is_over_the_cap_and_its_room_del
 def test_callers_joining_and_agents_leaving_are_watched_for_a_missing_agent(redis_url: str) -> None:
     """The dispatch guard's watch lists follow the webhooks (the guard itself runs in e2e tests)."""
     from token_server.dispatch_guard import AGENT_LEFT, WAITING
+    from voice_calls.admission import PENDING
 
     # LiveKit is not running here: the guard's rounds fail fast and change nothing.
     client = create_app(make_settings(redis_url=redis_url, livekit_url="ws://127.0.0.1:9")).test_client()
@@ -176,6 +177,8 @@ def test_callers_joining_and_agents_leaving_are_watched_for_a_missing_agent(redi
     send("participant_joined", "agent-AJ_2", "AGENT", 4)
     assert store.zscore(AGENT_LEFT, "room-w") is None, "another agent took over"
     send("participant_joined", "phone", "SIP", 5)
+    store.zadd(PENDING, {"room-w": 9e9})  # admitted, its agent not started yet
     body = event_body("room_finished", room="room-w", event_id="EV_6")
     assert deliver(client, body, signature(body)) == 204
     assert store.zscore(WAITING, "room-w") is None and store.zscore(AGENT_LEFT, "room-w") is None
+    assert store.zscore(PENDING, "room-w") is None, "a finished room holds no admission line"

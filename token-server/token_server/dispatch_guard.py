@@ -25,6 +25,11 @@ the caller is told and the room closed. The notice (`notice`) goes out as a
   not get that, as the room's metadata too (``{"voice.notice": notice}``), which travels
   with the signalling ahead of the close.
 
+Admission control (`admission.py`) already refuses, before any room exists, a call that no
+live worker has a line for; this guard covers what it cannot see: a worker that died after
+publishing its capacity (the key lives a few seconds), admission turned off, a worker lost
+after the call was admitted. A room it closes gives its admission line back at once.
+
 Several token-server processes may watch the same list: a short per-room lock in Redis
 makes one of them act per round.
 """
@@ -40,6 +45,7 @@ from dataclasses import dataclass
 import redis
 import structlog
 from livekit import api
+from voice_calls.admission import PENDING
 
 from .livekit_admin import CALLER_KINDS, LiveKitError, RoomAdmin
 from .records import accepted_key
@@ -124,6 +130,7 @@ class DispatchGuard:
         elif event.event == "room_finished":
             self._redis.zrem(WAITING, room)
             self._redis.zrem(AGENT_LEFT, room)
+            self._redis.zrem(PENDING, room)  # admission control: the call no longer holds a line
 
     # ---- the watch ----------------------------------------------------------------------
 
@@ -206,6 +213,7 @@ class DispatchGuard:
         log.error("caller_told_no_agent", room=room, waited_s=round(waited_s, 1),
                   detail=f"{why}; told the caller and closed the room")
         self._redis.zrem(watch, room)
+        self._redis.zrem(PENDING, room)  # admission control: a refused call holds no line
         message = notice(NO_AGENT_CODE, NO_AGENT_MESSAGE, closing=True)
         try:
             # The data message may not arrive while the caller's media is still connecting; the
