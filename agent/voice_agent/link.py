@@ -159,8 +159,9 @@ class CallLink:
     # ---- helpers ------------------------------------------------------------------------
 
     def gave_up_message(self) -> str:
-        """The transcript line for a model that could not be reached."""
-        if self.gave_up is None:
+        """The transcript line for a model that could not be reached: lost mid-call (it had
+        answered this call), or never reached (why, by the kind of failure)."""
+        if self.gave_up is None or self.outages or self.down_since is not None:
             return LOST_MESSAGE
         return GAVE_UP_MESSAGES.get(self.gave_up.kind, GAVE_UP_DEFAULT)
 

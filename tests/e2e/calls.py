@@ -109,7 +109,7 @@ def worker_stopped(stack_: ProcessStack, *, ghost_lines: int = 0) -> Iterator[No
     Without them, admission control refuses every caller with 503 before any room exists.
     """
     import redis as sync_redis
-    from voice_calls.admission import PUBLISH, WITHDRAW, WORKERS, WorkerCapacity, worker_key
+    from voice_calls.admission import PENDING, PUBLISH, WITHDRAW, WORKERS, WorkerCapacity, worker_key
 
     stack_.stop("agent")
     store = sync_redis.Redis(port=int(stack_.env["REDIS_PORT"]), decode_responses=True)
@@ -119,6 +119,8 @@ def worker_stopped(stack_: ProcessStack, *, ghost_lines: int = 0) -> Iterator[No
         time.sleep(0.2)
     ghost = "ghost-worker"
     if ghost_lines:
+        # Earlier calls (all over now) may still hold their admission place for the join window.
+        store.delete(PENDING)
         value = WorkerCapacity(ghost_lines, False, [], time.time()).to_json()
         store.eval(PUBLISH, 2, WORKERS, worker_key(ghost), ghost, value, 300_000)
     try:

@@ -58,8 +58,10 @@ class AdmissionControl:
         log.warning("at_capacity", live=verdict.live, pending=verdict.pending, capacity=verdict.capacity)
         if verdict.capacity == 0:
             detail = "no agent is available right now"
+        elif verdict.capacity == 1:
+            detail = "the only line is busy"
         else:
-            detail = f"all {verdict.capacity} line{'s' if verdict.capacity != 1 else ''} are busy"
+            detail = f"all {verdict.capacity} lines are busy"
         retry = max(1, math.ceil(self._retry_after_s))
         return ApiError(503, "at_capacity", f"{detail}; retry in {retry} s", {"Retry-After": str(retry)})
 
