@@ -89,8 +89,9 @@ export class AgentTracker extends EventTarget {
       this.timer = setTimeout(() => this.#checkTimeout(), this.joinTimeoutMs);
       return;
     }
-    this.#setState('disconnected');
+    // `left` first: a listener that waits for a new agent must not show "disconnected" meanwhile.
     this.dispatchEvent(new Event('left'));
+    this.#setState('disconnected');
   }
 
   #checkTimeout() {
