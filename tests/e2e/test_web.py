@@ -499,6 +499,10 @@ def test_a_lost_agent_shows_reconnecting_the_assistant_and_the_call_goes_on(
         expect(page.get_by_test_id("error")).to_be_hidden()
         states = agent_states(page)
         assert "reconnecting" in states and "disconnected" not in states, states
+        # Hang up before a worker stops: a call still going would be handed over again (and
+        # its new agent's model session would be mistaken for the next test's).
+        page.get_by_test_id("disconnect").click()
+        page.wait_for_function("() => window.__voiceClient.state === 'disconnected'", timeout=10_000)
     finally:
         second.stop()
         native_stack.wait_healthy(["agent"], timeout_s=180)
