@@ -112,7 +112,7 @@ def worker_stopped(stack_: ProcessStack, *, ghost_lines: int = 0) -> Iterator[No
     from voice_calls.admission import PENDING, PUBLISH, WITHDRAW, WORKERS, WorkerCapacity, worker_key
 
     stack_.stop("agent")
-    store = sync_redis.Redis(port=int(stack_.env["REDIS_PORT"]), decode_responses=True)
+    store = sync_redis.Redis.from_url(stack_.env["REDIS_URL"], decode_responses=True)
     # The stopped worker's line is withdrawn, or expires within seconds: then none is left.
     deadline = time.monotonic() + 15
     while any(store.exists(worker_key(w)) for w in store.smembers(WORKERS)) and time.monotonic() < deadline:
@@ -136,7 +136,7 @@ def load_record(stack_: ProcessStack, room: str) -> dict[str, Any]:
 
     from token_server.records import load_session
 
-    client = sync_redis.Redis(port=int(stack_.env["REDIS_PORT"]), decode_responses=True)
+    client = sync_redis.Redis.from_url(stack_.env["REDIS_URL"], decode_responses=True)
     try:
         return load_session(client, room) or {}
     finally:

@@ -282,7 +282,7 @@ async def test_redis_refusing_writes_mid_call_loses_nothing_and_alerts(
     """Redis full (maxmemory, noeviction: OOM) during a turn: the turn is written once it has room."""
     import redis as sync_redis
 
-    admin = sync_redis.Redis(port=int(restart_stack.env["REDIS_PORT"]), decode_responses=True)
+    admin = sync_redis.Redis.from_url(restart_stack.env["REDIS_URL"], decode_responses=True)
     started = time.monotonic()
     try:
         async with Caller(restart_stack.token_url, name="Ada") as caller:
