@@ -52,6 +52,9 @@ export const SILENT_MIC_NOTICE =
   'Your microphone is sending silence. Check that it is not muted in the system settings, or pick another one.';
 
 /** Connection states: disconnected, connecting, connected, reconnecting. */
+/** shown between a busy countdown's end and the next answer of the token endpoint */
+const TRYING_AGAIN_NOTICE = 'Trying again\u2026';
+
 export class VoiceSession extends EventTarget {
   /**
    * @param {object} deps
@@ -168,6 +171,10 @@ export class VoiceSession extends EventTarget {
       }
     }
     if (abort.signal.aborted) return this.#endAttempt(abort, null), false;
+    if (this.notice === TRYING_AGAIN_NOTICE) {
+      this.notice = ''; // a line was free this time
+      this.#changed('busy');
+    }
 
     const speaker = this.speakerDeviceId();
     const room = new Room({
@@ -633,7 +640,7 @@ export class VoiceSession extends EventTarget {
         clearInterval(timer);
         signal.removeEventListener('abort', cancelled);
         this.busyUntil = 0;
-        this.notice = again ? 'Trying again\u2026' : '';
+        this.notice = again ? TRYING_AGAIN_NOTICE : '';
         this.#changed('busy');
         resolve(again);
       };
