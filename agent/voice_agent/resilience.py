@@ -194,9 +194,13 @@ class _RecordingSession:
         ws = getattr(self._inner, "_ws", None)
         if ws is None:
             return
-        with contextlib.suppress(ConnectionClosed, asyncio.CancelledError, RuntimeError):
+        # Cancellation must end the loop: `asyncio.wait_for` can swallow a cancel that lands as
+        # the pong arrives (Python 3.11), and the task would ping on, holding `aclose` up.
+        with contextlib.suppress(ConnectionClosed, RuntimeError, TimeoutError):
             while True:
-                self._owner._note_round_trip(await asyncio.wait_for(await ws.ping(), timeout=10))
+                async with asyncio.timeout(10):
+                    round_trip = await (await ws.ping())
+                self._owner._note_round_trip(round_trip)
                 await asyncio.sleep(every_s)
 
     async def replay(self, items: list[Sent]) -> None:
