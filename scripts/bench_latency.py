@@ -41,7 +41,7 @@ from pathlib import Path
 from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path[:0] = [str(ROOT), str(ROOT / "agent"), str(ROOT / "token-server")]
+sys.path[:0] = [str(ROOT), str(ROOT / "agent"), str(ROOT / "token-server"), str(ROOT / "calls")]
 
 import numpy as np  # noqa: E402
 from livekit import api, rtc  # noqa: E402

@@ -27,7 +27,7 @@ from pathlib import Path
 
 import numpy as np
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+sys.path[:0] = [str(Path(__file__).resolve().parents[1]), str(Path(__file__).resolve().parents[1] / "calls")]
 
 from scripts.bench_latency import UTTERANCES  # noqa: E402
 from scripts.bench_stats import figures, summary  # noqa: E402

@@ -31,7 +31,7 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path[:0] = [str(ROOT), str(ROOT / "agent"), str(ROOT / "token-server")]
+sys.path[:0] = [str(ROOT), str(ROOT / "agent"), str(ROOT / "token-server"), str(ROOT / "calls")]
 
 from scripts.bench_stats import figures, summary  # noqa: E402
 from tests.audio import synthesize  # noqa: E402

@@ -45,7 +45,7 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+sys.path[:0] = [str(Path(__file__).resolve().parents[1]), str(Path(__file__).resolve().parents[1] / "calls")]
 
 from scripts.bench_stats import percentile  # noqa: E402
 from scripts.proc_usage import Selector, TreeUsage, UsageSampler, trees  # noqa: E402

@@ -15,10 +15,9 @@ import logging
 from dataclasses import dataclass
 
 from livekit import api
+from voice_calls.notices import TOPIC
 
 logger = logging.getLogger("voice_agent.notices")
-
-TOPIC = "voice.notice"
 
 
 @dataclass(frozen=True)

@@ -21,7 +21,7 @@ import numpy as np
 from livekit import rtc
 
 from tests.audio import rms_dbfs
-from token_server.dispatch_guard import NOTICE_TOPIC
+from voice_calls.notices import TOPIC as NOTICE_TOPIC
 
 #: Caller microphone format: what a browser's Opus track carries (48 kHz mono), 10 ms frames.
 MIC_SAMPLE_RATE = 48_000

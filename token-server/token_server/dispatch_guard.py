@@ -46,6 +46,7 @@ import redis
 import structlog
 from livekit import api
 from voice_calls.admission import PENDING
+from voice_calls.notices import TOPIC
 
 from .livekit_admin import CALLER_KINDS, LiveKitError, RoomAdmin
 from .records import accepted_key
@@ -60,7 +61,7 @@ _LOCK = WAITING + ":{room}:lock"
 _RETRY = WAITING + ":{room}:retry"
 
 #: The data-message topic of the appliance's notices to callers (see the OpenAPI document).
-NOTICE_TOPIC = "voice.notice"
+NOTICE_TOPIC = TOPIC
 NO_AGENT_CODE = "no_agent_available"
 NO_AGENT_MESSAGE = "Sorry, no assistant is available to take your call right now. Please try again in a minute."
 
