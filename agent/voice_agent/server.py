@@ -290,8 +290,8 @@ async def entrypoint(ctx: JobContext) -> None:
     if call is not None:
         records.record_session(session, call)
     await own_tools.install(
-        assistant, session, ready=assistant.greeting_done, tell=lambda text: _tell_caller(ctx, text),
-        play_filler=lambda: _play_filler(session), record=call.event if call else None,
+        assistant, session, ready=assistant.greeting_done, tell=lambda text: _tell_caller(ctx, text, caller_here),
+        play_filler=lambda: _play_filler(session, counted), record=call.event if call else None,
     )
 
     @session.on("close")

@@ -184,7 +184,7 @@ def stall_event_loop(pid: int, seconds: float) -> None:
 
 class ExtraWorker:
     """One more agent worker for `stack_`, started with `python -m voice_agent start` (no
-    supervisor): its own health port, ready file and log, in its own process group.
+    supervisor): its own health and metrics ports, ready file and log, in its own process group.
 
     Args:
         stack_: the stack whose environment it runs with.
@@ -194,6 +194,7 @@ class ExtraWorker:
     def __init__(self, stack_: ProcessStack, log: Path) -> None:
         self.env = dict(stack_.env)
         self.env["AGENT_HEALTH_PORT"] = str(free_port())
+        self.env["AGENT_METRICS_PORT"] = str(free_port())
         self.env["AGENT_READY_FILE"] = str(log.with_suffix(".ready"))
         self.log = log
         self.process: subprocess.Popen[bytes] | None = None

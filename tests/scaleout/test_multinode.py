@@ -45,6 +45,9 @@ pytestmark = [pytest.mark.e2e, pytest.mark.timeout(900)]
 ROOM_NODE_MAP = "room_node_map"
 #: Placement is random: this many rooms land on one node only with probability 2 / 2**20.
 MAX_ROOMS = 20
+#: How long the front door may answer 503 (no node it trusts) after a node comes back:
+#: it skips a node that refused connections for `fail_duration` (10 s, tests/scaleout/Caddyfile).
+FRONT_DOOR_TRUST_S = 20
 #: A job process starting on a busy machine (imports, model connect) before the greeting (s).
 JOB_START_TIMEOUT_S = 180
 #: How long the agent of a call whose node died may take to be heard again (s).
@@ -129,6 +132,19 @@ def connection_log(caller: Caller) -> list[tuple[float, str]]:
     return log
 
 
+async def create_room(lk: api.LiveKitAPI, name: str) -> None:
+    """Create room `name` through the front door, waiting while it trusts no node (503)."""
+    deadline = time.monotonic() + FRONT_DOOR_TRUST_S
+    while True:
+        try:
+            await lk.room.create_room(api.CreateRoomRequest(name=name, empty_timeout=5))
+            return
+        except api.TwirpError as exc:
+            if exc.status != 503 or time.monotonic() > deadline:
+                raise
+            await asyncio.sleep(1)
+
+
 async def spread(cluster: Cluster, expect: set[str]) -> dict[str, int]:
     """Create empty rooms through the front door until each node in `expect` hosts one; rooms per node."""
     counts: dict[str, int] = {}
@@ -136,7 +152,7 @@ async def spread(cluster: Cluster, expect: set[str]) -> dict[str, int]:
     try:
         for _ in range(MAX_ROOMS):
             name = f"spread-{uuid.uuid4().hex[:8]}"
-            await lk.room.create_room(api.CreateRoomRequest(name=name, empty_timeout=5))
+            await create_room(lk, name)
             node = room_node(cluster, name)
             counts[node or "none"] = counts.get(node or "none", 0) + 1
             await lk.room.delete_room(api.DeleteRoomRequest(room=name))
