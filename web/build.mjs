@@ -21,19 +21,27 @@ await esbuild.build({
 });
 await esbuild.build({
   ...common,
+  entryPoints: [new URL('src/admin.js', root).pathname],
+  outfile: new URL('admin.js', dist).pathname,
+  format: 'esm',
+  target: ['es2020', 'chrome100', 'firefox100', 'safari15'],
+});
+await esbuild.build({
+  ...common,
   entryPoints: [new URL('src/style.css', root).pathname],
   outfile: new URL('style.css', dist).pathname,
   target: ['chrome100', 'firefox100', 'safari15'],
 });
 
-// Cache-busting: reference the assets with a content hash.
-const html = await readFile(new URL('index.html', root), 'utf8');
-let out = html;
-for (const asset of ['app.js', 'style.css']) {
-  const body = await readFile(new URL(asset, dist));
-  const hash = createHash('sha256').update(body).digest('hex').slice(0, 10);
-  out = out.replace(`"${asset}"`, `"${asset}?v=${hash}"`);
-  console.log(`dist/${asset}: ${body.length} bytes, ${gzipSync(body).length} gzipped`);
+// Cache-busting: reference the assets with a content hash. admin.html: the operator console.
+for (const [page, assets] of [['index.html', ['app.js', 'style.css']], ['admin.html', ['admin.js', 'style.css']]]) {
+  let out = await readFile(new URL(page, root), 'utf8');
+  for (const asset of assets) {
+    const body = await readFile(new URL(asset, dist));
+    const hash = createHash('sha256').update(body).digest('hex').slice(0, 10);
+    out = out.replace(`"${asset}"`, `"${asset}?v=${hash}"`);
+    console.log(`dist/${asset}: ${body.length} bytes, ${gzipSync(body).length} gzipped`);
+  }
+  await writeFile(new URL(page, dist), out);
+  console.log(`dist/${page} written`);
 }
-await writeFile(new URL('index.html', dist), out);
-console.log('dist/index.html written');
