@@ -7,6 +7,7 @@ passed alongside.
 from __future__ import annotations
 
 import functools
+import math
 import subprocess
 import wave
 from pathlib import Path
@@ -55,8 +56,9 @@ def rms_dbfs(samples: np.ndarray) -> float:
     """Level of int16 samples in dBFS (-120 for digital silence)."""
     if len(samples) == 0:
         return -120.0
-    rms = float(np.sqrt(np.mean(np.square(samples.astype(np.float64)))))
-    return 20 * np.log10(max(rms, 1e-6) / 32768.0)
+    x = np.asarray(samples, dtype=np.float64).ravel()
+    rms = (float(np.dot(x, x)) / x.size) ** 0.5  # one dot product: np.mean costs ~10x more per frame
+    return 20 * math.log10(max(rms, 1e-6) / 32768.0)
 
 
 def envelope(samples: np.ndarray, sample_rate: int, window_ms: int = 20) -> np.ndarray:

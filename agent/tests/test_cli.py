@@ -89,3 +89,22 @@ def test_a_bad_file_stops_the_worker_before_it_registers(tmp_path: Path, case: s
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith(f"voice_agent: cannot start: {variable}={bad}: "), result.stderr
     assert "Traceback" not in result.stderr
+
+
+@pytest.mark.parametrize(("preset", "expected"), [(None, "300"), ("90", "90")])
+def test_the_loop_monitor_threshold_reaches_livekit_agents(
+    monkeypatch: pytest.MonkeyPatch, preset: str | None, expected: str
+) -> None:
+    """AGENT_LOOP_BLOCK_WARN_MS becomes livekit-agents' own variable, which each job reads;
+    a value set for livekit-agents directly wins."""
+    from voice_agent.__main__ import main
+
+    for name, value in {"LIVEKIT_URL": "ws://127.0.0.1:1", "LIVEKIT_API_KEY": "k", "LIVEKIT_API_SECRET": "s" * 40,
+                        "AGENT_NAME": "a", "GOOGLE_API_KEY": "x", "AGENT_METRICS_PORT": "0",
+                        "AGENT_LOOP_BLOCK_WARN_MS": "300"}.items():
+        monkeypatch.setenv(name, value)
+    monkeypatch.delenv("LIVEKIT_AGENTS_LOOP_BLOCK_WARN_MS", raising=False)
+    if preset is not None:
+        monkeypatch.setenv("LIVEKIT_AGENTS_LOOP_BLOCK_WARN_MS", preset)
+    assert main(["dance"]) == 2
+    assert os.environ["LIVEKIT_AGENTS_LOOP_BLOCK_WARN_MS"] == expected

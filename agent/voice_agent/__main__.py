@@ -57,6 +57,8 @@ def main(argv: list[str]) -> int:
         for line in describe_errors(exc):
             print(f"voice_agent: {line}", file=sys.stderr)
         return 2
+    # livekit-agents reads its loop monitor's threshold from the environment, in each job.
+    os.environ.setdefault("LIVEKIT_AGENTS_LOOP_BLOCK_WARN_MS", str(settings.loop_block_warn_ms))
     missing = settings.missing_model_credentials()
     if missing:
         print(f"voice_agent: warning: {missing}; calls will be told the agent is not configured", file=sys.stderr)

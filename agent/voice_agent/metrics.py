@@ -110,8 +110,9 @@ class TurnTimer:
         self._last_speech: float | None = None
 
     def on_input_chunk(self, pcm16: bytes) -> None:
+        # One dot product per chunk (np.mean costs ~10x more, 50 times a second per call).
         samples = np.frombuffer(pcm16, dtype=np.int16).astype(np.float32)
-        if samples.size and float(np.sqrt(np.mean(samples * samples))) > SPEECH_RMS:
+        if samples.size and float(np.dot(samples, samples)) > SPEECH_RMS * SPEECH_RMS * samples.size:
             self._last_speech = self._clock()
 
     def on_reply_started(self) -> None:
