@@ -111,3 +111,15 @@ def test_a_call_counts_usage_cost_tools_and_the_model_link() -> None:
     assert value("voice_agent_calls_total", kind="web") == before["calls"] + 1
     assert value("voice_agent_calls_active") == before["active"]
     assert value("voice_agent_call_duration_seconds_count") >= 1
+
+
+def test_each_turns_response_time_also_goes_to_the_call_record() -> None:
+    seen: list[float] = []
+    call = metrics.CallMetrics("web", pricing.parse_prices(""), on_response=seen.append)
+    session = utils.EventEmitter()
+    call.watch(session)
+    before = value("voice_agent_turn_response_seconds_count")
+    call.turns.on_input_chunk(chunk(3000))  # the caller speaks ...
+    session.emit("agent_state_changed", SimpleNamespace(new_state="speaking"))  # ... the reply starts
+    assert len(seen) == 1 and 0 <= seen[0] < 1
+    assert value("voice_agent_turn_response_seconds_count") == before + 1

@@ -15,6 +15,8 @@ from types import SimpleNamespace
 import pytest
 import redis as sync_redis
 from livekit import api
+from livekit.agents import utils
+from voice_calls import responses
 
 from token_server.records import list_sessions, load_session
 from voice_agent import claims, records
@@ -107,6 +109,33 @@ async def test_a_call_is_written_as_it_goes_and_read_back(redis_server: RedisSer
         assert session["video_frames"] == 2
         assert [e["event"] for e in session["events"]] == ["job_started", "call_ended"]
     assert load_session(reader(redis_server), "no-such-room") is None
+    await client.aclose()
+
+
+async def test_response_times_and_the_agent_state_are_recorded(redis_server: RedisServer) -> None:
+    client = records.connect(redis_server.url)
+    recorder = records.CallRecorder(client, "room-t", "job-t")
+    recorder.start(participant_identity="user-1", participant_name="Ada", metadata="{}")
+    session = utils.EventEmitter()
+    records.record_session(session, recorder)
+    session.emit("agent_state_changed", SimpleNamespace(new_state="thinking"))
+    recorder.event("turn", {"role": "user", "text": "What time is it?"})
+    recorder.record_response(0.8125)  # the reply starts ...
+    session.emit("agent_state_changed", SimpleNamespace(new_state="speaking"))
+    recorder.event("turn", {"role": "assistant", "text": "It is noon."})  # ... and ends
+    assert await recorder.flush()
+
+    call = load_session(reader(redis_server), "room-t")
+    assert call is not None and call["agent_state"] == "speaking"
+    assert [t.get("response_s") for t in call["turns"]] == [None, 0.812]
+    assert "response" not in [e.get("event") for e in call["events"]]
+    since = time.time() - 60
+    assert [(r["room"], r["seconds"]) for r in responses.recent(reader(redis_server), since)] == [("room-t", 0.812)]
+    assert responses.recent(reader(redis_server), time.time() + 60) == []
+
+    recorder.end("participant left")
+    await recorder.aclose()
+    assert "agent_state" not in list_sessions(reader(redis_server))[0], "only live calls have a state"
     await client.aclose()
 
 

@@ -132,14 +132,17 @@ class CallMetrics:
             and its cost in USD (the budgets' totals).
         on_ended: also called with the call's length (s) when it ends (without awaiting
             first: the job's other shutdown callbacks flush the record's writes).
+        on_response: also called with each turn's response time (s).
     """
 
     def __init__(self, kind: str, prices: Mapping[tuple[str, str], float],
                  on_usage: Callable[[dict[tuple[str, str], int], float], None] | None = None,
-                 on_ended: Callable[[float], None] | None = None) -> None:
+                 on_ended: Callable[[float], None] | None = None,
+                 on_response: Callable[[float], None] | None = None) -> None:
         self.kind = kind
         self.prices = prices
-        self.turns = TurnTimer(TURN_RESPONSE.observe)
+        self._on_response = on_response
+        self.turns = TurnTimer(self._turn_response)
         self._on_usage = on_usage
         self._on_ended = on_ended
         self._started: float | None = None
@@ -151,6 +154,11 @@ class CallMetrics:
         model.add_input_tap(self.turns.on_input_chunk)
         self.watch(session)
         ctx.add_shutdown_callback(self.call_ended)
+
+    def _turn_response(self, seconds: float) -> None:
+        TURN_RESPONSE.observe(seconds)
+        if self._on_response is not None:
+            self._on_response(seconds)
 
     # the call
     def call_started(self) -> None:

@@ -8,9 +8,11 @@ Schema (the token server reads it with `token_server.records`; keep the two in s
                                          (times: Unix seconds as decimal strings); phone
                                          calls add phone_number, sip_call_id, direction
                                          (inbound | outbound); calls the caller showed
-                                         video in add video_frames (frames sent to the model)
+                                         video in add video_frames (frames sent to the model);
+                                         agent_state: the session's last state (listening,
+                                         thinking, speaking ...)
     voice:call:{room}:events     STREAM  one entry per event, fields:
-                                         type  turn | tool | usage | lifecycle | sources
+                                         type  turn | tool | usage | lifecycle | sources | response
                                          at    Unix seconds
                                          job   the job that wrote it
                                          seq   per-job sequence number (a write retried
@@ -23,6 +25,9 @@ Schema (the token server reads it with `token_server.records`; keep the two in s
                                                lifecycle {event, ...}
                                                sources {sources: [citation]}: the knowledge
                                                  a reply used; follows that reply's turn
+                                               response {seconds}: the caller's speech to the
+                                                 next reply's first audio (written as that
+                                                 reply starts, before its turn)
     voice:calls                  ZSET    room -> started_at (listing, newest first)
     voice:calls:open             SET     rooms whose call has not ended (the watchdog's work list)
     voice:call:{room}:accepted   STRING  the job a worker accepted for the room, set when it
@@ -67,6 +72,7 @@ from redis.exceptions import (
     TryAgainError,
 )
 from redis.exceptions import TimeoutError as RedisTimeoutError
+from voice_calls import responses
 
 logger = logging.getLogger("voice_agent.records")
 
@@ -250,6 +256,10 @@ class CallRecorder:
         fields = {"phone_number": phone_number, "sip_call_id": sip_call_id, "direction": direction}
         self._queue("hset", (call_key(self.room),), {"mapping": fields})
 
+    def set_agent_state(self, state: str) -> None:
+        """The agent session's state now (livekit-agents' AgentState: listening, speaking ...)."""
+        self._queue("hset", (call_key(self.room), "agent_state", state))
+
     def count_video_frame(self) -> None:
         """One more camera or screen-share frame went to the model (`video_frames`)."""
         self._queue("hincrby", (call_key(self.room), "video_frames", 1))
@@ -266,6 +276,12 @@ class CallRecorder:
         }
         self._queue("xadd", (events_key(self.room), fields),
                     {"maxlen": self.retention.max_events, "approximate": True})
+
+    def record_response(self, seconds: float) -> None:
+        """A turn's response time (s), as its reply starts: in the call's events and in the
+        stream of all calls' response times (`voice_calls.responses`, the console's chart)."""
+        self.event("response", {"seconds": round(seconds, 3)})
+        self.write(responses.response_writes(self.room, seconds))
 
     def write(self, writes: list[tuple[str, tuple[Any, ...]]]) -> None:
         """Queue other writes (`(command, args)`, e.g. `voice_calls.budget`'s totals) in order
@@ -373,6 +389,10 @@ def record_session(session: Any, recorder: CallRecorder) -> None:
                  "started_at": item.created_at},
                 at=event.created_at,
             )
+
+    @session.on("agent_state_changed")
+    def _on_state(event: Any) -> None:
+        recorder.set_agent_state(str(event.new_state))
 
     @session.on("function_tools_executed")
     def _on_tools(event: Any) -> None:

@@ -274,6 +274,7 @@ async def entrypoint(ctx: JobContext) -> None:
         "phone" if phone_dispatch else "web", settings.model_prices,
         on_usage=(lambda tokens, cost: call.write(budget.usage_writes(tokens, cost))) if call else None,
         on_ended=(lambda seconds: call.write(budget.call_writes(caller["identity"], seconds))) if call else None,
+        on_response=call.record_response if call else None,
     )
     counted.attach(ctx, model, session)
     caller_here = asyncio.Event()

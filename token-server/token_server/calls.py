@@ -2,12 +2,15 @@
 
 ``GET /api/calls`` lists calls, newest first; ``GET /api/calls/<room>`` returns one with
 its events (turns with text and timestamps, tool calls and results, model usage, life
-cycle). The agent writes the records to Redis as each call goes (`records` has the
-schema). Every request needs ``Authorization: Bearer <key>`` with one of
-`RECORDS_API_KEYS`, whatever `TOKEN_AUTH_MODE` is: records hold every caller's words.
+cycle); ``GET /api/calls/stats`` gives the operator console's figures (`stats`). The agent
+writes the records to Redis as each call goes (`records` has the schema). Every request
+needs ``Authorization: Bearer <key>`` with one of `RECORDS_API_KEYS`, whatever
+`TOKEN_AUTH_MODE` is: records hold every caller's words.
 """
 
 from __future__ import annotations
+
+import time
 
 import redis
 from flask import Blueprint, Flask, Response, current_app, jsonify, request
@@ -16,6 +19,7 @@ from .auth import KeyRing
 from .errors import ApiError
 from .records import is_call_room, list_sessions, load_session
 from .settings import Settings
+from .stats import stats as read_stats
 
 bp = Blueprint("calls", __name__, url_prefix="/api/calls")
 
@@ -30,6 +34,7 @@ def init_app(app: Flask, settings: Settings) -> None:
         KeyRing(settings.records_keys),
         redis.Redis.from_url(url, decode_responses=True) if url else None,
     )
+    app.extensions["calls_caps_usd"] = (settings.token_daily_budget_usd, settings.token_monthly_budget_usd)
     app.register_blueprint(bp)
 
 
@@ -67,6 +72,19 @@ def calls() -> Response:
     limit = int(_query_number("limit", 50, 1, MAX_LIMIT) or 50)
     before = _query_number("before", None, 0, 1e11)
     return jsonify({"calls": list_sessions(store, limit=limit, before=before)})
+
+
+@bp.get("/stats")
+def call_stats() -> Response:
+    """The operator console's figures: per-turn response times of the last ``window_s``
+    seconds (60-86400, default 3600), calls per hour over the last ``hours`` hours (1-168,
+    default 24), and model usage with its estimated cost today, this month and per day."""
+    store = _authorized_store()
+    window_s = _query_number("window_s", 3600, 60, 86_400) or 3600
+    hours = int(_query_number("hours", 24, 1, 168) or 24)
+    daily, monthly = current_app.extensions["calls_caps_usd"]
+    return jsonify(read_stats(store, time.time(), window_s=window_s, hours=hours, daily_cap_usd=daily,
+                              monthly_cap_usd=monthly))
 
 
 @bp.get("/<room>")

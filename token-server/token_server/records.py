@@ -6,7 +6,9 @@ The agent (`agent/voice_agent/records.py`) is the writer and documents the schem
                                        started_at, ended_at, end_reason, jobs, redispatches
                                        [, phone_number, sip_call_id, direction: phone calls]
                                        [, video_frames: calls the caller showed video in]
-    voice:call:{room}:events   STREAM  type (turn|tool|usage|lifecycle|sources), at, job, seq, data (JSON)
+                                       [, agent_state: listening, thinking, speaking ...]
+    voice:call:{room}:events   STREAM  type (turn|tool|usage|lifecycle|sources|response), at, job, seq,
+                                       data (JSON)
     voice:calls                ZSET    room -> started_at
     voice:calls:open           SET     rooms whose call has not ended
     voice:call:{room}:accepted STRING  a worker accepted the room's job (job id)
@@ -75,6 +77,7 @@ def _summary(room: str, fields: dict[str, str], is_open: bool) -> dict[str, Any]
         "jobs": int(fields.get("jobs", "0") or 0),
         **{name: fields[name] for name in PHONE_FIELDS if name in fields},
         **({"video_frames": int(fields["video_frames"] or 0)} if "video_frames" in fields else {}),
+        **({"agent_state": fields["agent_state"]} if is_open and fields.get("agent_state") else {}),
     }
 
 
@@ -84,10 +87,10 @@ def load_session(redis: Any, room: str) -> dict[str, Any] | None:
     Returns:
         None when there is no record of `room`; else
         `{room, participant_identity, participant_name, started_at, ended_at, end_reason, open,
-        jobs [, phone_number, sip_call_id, direction] [, video_frames], turns: [{at, role, text,
-        interrupted, sources?}], tool_calls: [{at, call_id, name, arguments, output, is_error}],
-        usage: {input_tokens, input_image_tokens, output_tokens, total_tokens, responses}, events:
-        [{at, event, ...}]}` (times: Unix seconds).
+        jobs [, phone_number, sip_call_id, direction] [, video_frames] [, agent_state: open calls],
+        turns: [{at, role, text, interrupted, response_s?, sources?}], tool_calls: [{at, call_id,
+        name, arguments, output, is_error}], usage: {input_tokens, input_image_tokens,
+        output_tokens, total_tokens, responses}, events: [{at, event, ...}]}` (times: Unix s).
     """
     raw = redis.hgetall(call_key(room))
     if not raw:
@@ -99,6 +102,7 @@ def load_session(redis: Any, room: str) -> dict[str, Any] | None:
     events: list[dict[str, Any]] = []
     usage = {"input_tokens": 0, "input_image_tokens": 0, "output_tokens": 0, "total_tokens": 0, "responses": 0}
     seen: set[tuple[str, str]] = set()
+    response_s: float | None = None  # the next reply's response time (written as it starts)
     for _entry_id, raw_entry in redis.xrange(events_key(room)):
         entry = {_text(k): _text(v) for k, v in raw_entry.items()}
         key = (entry.get("job", ""), entry.get("seq", ""))
@@ -114,6 +118,10 @@ def load_session(redis: Any, room: str) -> dict[str, Any] | None:
         if kind == "turn":
             turns.append({"at": at, "role": data.get("role"), "text": data.get("text", ""),
                           "interrupted": bool(data.get("interrupted"))})
+            if data.get("role") == "assistant" and response_s is not None:
+                turns[-1]["response_s"], response_s = response_s, None
+        elif kind == "response":
+            response_s = _float(data.get("seconds"))
         elif kind == "sources":  # the knowledge sources of the reply just recorded
             if turns and turns[-1]["role"] == "assistant":
                 turns[-1]["sources"] = list(data.get("sources") or [])
