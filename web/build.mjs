@@ -1,4 +1,4 @@
-// Builds the static client into dist/: app.js (+ map), style.css, index.html.
+// Builds the static client into dist/: app.js (+ map), style.css, index.html; the operator console admin.html, admin.js, admin.css.
 // Usage: npm run build
 import { createHash } from 'node:crypto';
 import { mkdir, readFile, rm, writeFile } from 'node:fs/promises';
@@ -33,8 +33,9 @@ await esbuild.build({
   target: ['chrome100', 'firefox100', 'safari15'],
 });
 
-// Cache-busting: reference the assets with a content hash. admin.html: the operator console.
-for (const [page, assets] of [['index.html', ['app.js', 'style.css']], ['admin.html', ['admin.js', 'style.css']]]) {
+// Cache-busting: reference the assets with a content hash. admin.html: the operator console
+// (admin.css: the chart library's styles, imported by src/admin-charts.js).
+for (const [page, assets] of [['index.html', ['app.js', 'style.css']], ['admin.html', ['admin.js', 'admin.css', 'style.css']]]) {
   let out = await readFile(new URL(page, root), 'utf8');
   for (const asset of assets) {
     const body = await readFile(new URL(asset, dist));

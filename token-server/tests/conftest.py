@@ -69,3 +69,9 @@ def redis_url(redis_server: str) -> str:
     """The session's Redis, emptied for this test."""
     redis.Redis.from_url(redis_server).flushdb()
     return redis_server
+
+
+@pytest.fixture
+def store(redis_url: str) -> redis.Redis:
+    """A client (decoded replies) of the session's Redis, emptied for this test."""
+    return redis.Redis.from_url(redis_url, decode_responses=True)

@@ -17,13 +17,6 @@ HOUR_S = 3600
 
 
 @pytest.fixture
-def store(redis_server: str) -> redis.Redis:
-    client = redis.Redis.from_url(redis_server, decode_responses=True)
-    client.flushdb()
-    return client
-
-
-@pytest.fixture
 def stats_client(redis_server: str) -> FlaskClient:
     settings = make_settings(records_api_keys=RECORDS_KEY, redis_url=redis_server, token_daily_budget_usd=5.0)
     return create_app(settings).test_client()

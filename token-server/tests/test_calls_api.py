@@ -19,13 +19,6 @@ RECORDS_KEY = "records-key-0123456789abcdefghijklmnopqrstuvwxyz"
 
 
 @pytest.fixture
-def store(redis_server: str) -> redis.Redis:
-    client = redis.Redis.from_url(redis_server, decode_responses=True)
-    client.flushdb()
-    return client
-
-
-@pytest.fixture
 def calls_client(redis_server: str) -> FlaskClient:
     app = create_app(make_settings(records_api_keys=RECORDS_KEY, redis_url=redis_server))
     return app.test_client()
