@@ -17,8 +17,7 @@ import redis as sync_redis
 from livekit import api
 from livekit.agents import utils
 from voice_calls import responses
-
-from token_server.records import list_sessions, load_session
+from voice_calls.records import CALLS, OPEN_CALLS, agent_key, call_key, events_key, list_calls, load_call
 from voice_agent import claims, records
 
 pytestmark = pytest.mark.skipif(shutil.which("redis-server") is None, reason="redis-server not installed")
@@ -84,7 +83,7 @@ async def test_a_call_is_written_as_it_goes_and_read_back(redis_server: RedisSer
     assert await recorder.flush()
 
     # Readable while the call goes on (not only at the end).
-    live = load_session(reader(redis_server), "room-1")
+    live = load_call(reader(redis_server), "room-1")
     assert live is not None and live["open"] and live["ended_at"] is None
     assert "video_frames" not in live  # no video shown (yet)
     assert [t["text"] for t in live["turns"]] == ["Hello! How can I help?", "What time is it in Paris?"]
@@ -96,19 +95,19 @@ async def test_a_call_is_written_as_it_goes_and_read_back(redis_server: RedisSer
     await recorder.aclose()
 
     for decode in (True, False):
-        session = load_session(reader(redis_server, decode), "room-1")
-        assert session is not None
-        assert (session["participant_identity"], session["participant_name"]) == ("user-1", "Ada")
-        assert session["end_reason"] == "participant left" and not session["open"]
-        assert session["ended_at"] >= session["started_at"]
-        assert [t["role"] for t in session["turns"]] == ["assistant", "user"]
-        assert session["tool_calls"][0]["name"] == "get_current_time"
-        assert session["tool_calls"][0]["output"] == "It is 13:00"
-        assert session["usage"] == {"input_tokens": 30, "input_image_tokens": 4, "output_tokens": 12,
+        record = load_call(reader(redis_server, decode), "room-1")
+        assert record is not None
+        assert (record["participant_identity"], record["participant_name"]) == ("user-1", "Ada")
+        assert record["end_reason"] == "participant left" and not record["open"]
+        assert record["ended_at"] >= record["started_at"]
+        assert [t["role"] for t in record["turns"]] == ["assistant", "user"]
+        assert record["tool_calls"][0]["name"] == "get_current_time"
+        assert record["tool_calls"][0]["output"] == "It is 13:00"
+        assert record["usage"] == {"input_tokens": 30, "input_image_tokens": 4, "output_tokens": 12,
                                     "total_tokens": 42, "responses": 2}
-        assert session["video_frames"] == 2
-        assert [e["event"] for e in session["events"]] == ["job_started", "call_ended"]
-    assert load_session(reader(redis_server), "no-such-room") is None
+        assert record["video_frames"] == 2
+        assert [e["event"] for e in record["events"]] == ["job_started", "call_ended"]
+    assert load_call(reader(redis_server), "no-such-room") is None
     await client.aclose()
 
 
@@ -125,7 +124,7 @@ async def test_response_times_and_the_agent_state_are_recorded(redis_server: Red
     recorder.event("turn", {"role": "assistant", "text": "It is noon."})  # ... and ends
     assert await recorder.flush()
 
-    call = load_session(reader(redis_server), "room-t")
+    call = load_call(reader(redis_server), "room-t")
     assert call is not None and call["agent_state"] == "speaking"
     assert [t.get("response_s") for t in call["turns"]] == [None, 0.812]
     assert "response" not in [e.get("event") for e in call["events"]]
@@ -135,21 +134,21 @@ async def test_response_times_and_the_agent_state_are_recorded(redis_server: Red
 
     recorder.end("participant left")
     await recorder.aclose()
-    assert "agent_state" not in list_sessions(reader(redis_server))[0], "only live calls have a state"
+    assert "agent_state" not in list_calls(reader(redis_server))[0], "only live calls have a state"
     await client.aclose()
 
 
-async def test_sessions_are_listed_newest_first(redis_server: RedisServer) -> None:
+async def test_calls_are_listed_newest_first(redis_server: RedisServer) -> None:
     client = records.connect(redis_server.url)
     for room in ("room-a", "room-b", "room-c"):
         recorder = records.CallRecorder(client, room, f"job-{room}")
         recorder.start(participant_identity=None, participant_name=None, metadata="")
         await recorder.aclose()
         await asyncio.sleep(0.01)
-    listed = list_sessions(reader(redis_server))
+    listed = list_calls(reader(redis_server))
     assert [s["room"] for s in listed] == ["room-c", "room-b", "room-a"]
     assert all(s["open"] for s in listed)
-    older = list_sessions(reader(redis_server), limit=1, before=listed[0]["started_at"])
+    older = list_calls(reader(redis_server), limit=1, before=listed[0]["started_at"])
     assert [s["room"] for s in older] == ["room-b"]
     await client.aclose()
 
@@ -169,9 +168,9 @@ async def test_a_redis_restart_loses_nothing(redis_server: RedisServer) -> None:
     recorder.event("turn", {"role": "user", "text": "after the restart"})
     await recorder.aclose()
 
-    session = load_session(reader(redis_server), "room-r")
-    assert session is not None
-    assert [t["text"] for t in session["turns"]] == ["before the restart", "while Redis is away", "after the restart"]
+    record = load_call(reader(redis_server), "room-r")
+    assert record is not None
+    assert [t["text"] for t in record["turns"]] == ["before the restart", "while Redis is away", "after the restart"]
     assert [t.text for t in await records.CallRecorder(client, "room-r", "job-2").load_turns()] == [
         "before the restart", "while Redis is away", "after the restart"
     ]
@@ -194,7 +193,7 @@ async def test_writes_redis_refuses_for_a_while_are_retried_not_dropped(
     assert not await recorder.flush(timeout=1.5), "refused writes wait"
     admin.config_set("maxmemory", limit)
     assert await recorder.flush(timeout=10)
-    record = load_session(admin, "room-o")
+    record = load_call(admin, "room-o")
     assert [t["text"] for t in record["turns"]] == ["while memory is full"]
     assert records.WRITE_FAILURES.labels(error="OOM")._value.get() > failures_before
     assert any("call records cannot be written" in r.getMessage() for r in caplog.records)
@@ -210,18 +209,18 @@ async def test_records_expire_after_the_retention_and_streams_are_capped(redis_s
     for n in range(1000):
         old.event("usage", {"n": n})
     assert await old.flush(timeout=30)
-    assert 100 <= admin.xlen(records.events_key("room-old")) < 300, "capped (approximately)"
-    assert admin.ttl(records.call_key("room-old")) > 86_400, "an open call outlives the retention"
+    assert 100 <= admin.xlen(events_key("room-old")) < 300, "capped (approximately)"
+    assert admin.ttl(call_key("room-old")) > 86_400, "an open call outlives the retention"
     old.end("caller left")
     assert await old.flush()
-    assert 86_000 < admin.ttl(records.call_key("room-old")) <= 86_400
-    assert 86_000 < admin.ttl(records.events_key("room-old")) <= 86_400
-    admin.zadd(records.CALLS, {"room-ancient": time.time() - 2 * 86_400})
+    assert 86_000 < admin.ttl(call_key("room-old")) <= 86_400
+    assert 86_000 < admin.ttl(events_key("room-old")) <= 86_400
+    admin.zadd(CALLS, {"room-ancient": time.time() - 2 * 86_400})
     new = records.CallRecorder(client, "room-new", "job-2", retention=records.Retention(days=1))
     new.start(participant_identity=None, participant_name=None, metadata="{}")
     assert await new.flush()
-    assert admin.zscore(records.CALLS, "room-ancient") is None, "the listing forgets expired calls"
-    assert admin.zscore(records.CALLS, "room-old") is not None
+    assert admin.zscore(CALLS, "room-ancient") is None, "the listing forgets expired calls"
+    assert admin.zscore(CALLS, "room-old") is not None
     await old.aclose()
     await new.aclose()
     await client.aclose()
@@ -240,7 +239,7 @@ async def test_one_job_holds_a_room(redis_server: RedisServer) -> None:
     assert await second.take(ttl_ms=500) is True
     assert not await first.refresh(ttl_ms=500), "another job holds it now"
     await second.release()
-    assert await client.get(records.agent_key("room-x")) is None
+    assert await client.get(agent_key("room-x")) is None
     await client.aclose()
 
 
@@ -253,10 +252,10 @@ async def test_a_claim_that_expired_while_redis_was_away_is_taken_again(redis_se
     assert await holder.refresh(ttl_ms=400), "Redis away: the holder keeps serving"
     await asyncio.sleep(0.6)  # the claim expires meanwhile
     redis_server.start()
-    assert not await client.exists(records.agent_key("room-y"))
+    assert not await client.exists(agent_key("room-y"))
     assert await holder.refresh(ttl_ms=400), "nobody holds the room: the holder takes it again"
     assert await other.take(ttl_ms=400) is False
-    assert await client.get(records.agent_key("room-y")) == "0:job-1"
+    assert await client.get(agent_key("room-y")) == "0:job-1"
     await client.aclose()
 
 
@@ -329,8 +328,8 @@ class FakeLiveKit:
 
 
 async def _open_call(client: records.aioredis.Redis, room: str) -> None:
-    await client.sadd(records.OPEN_CALLS, room)
-    await client.hset(records.call_key(room), mapping={"room": room, "metadata": "{}"})
+    await client.sadd(OPEN_CALLS, room)
+    await client.hset(call_key(room), mapping={"room": room, "metadata": "{}"})
 
 
 async def _wait_dispatched(fake: FakeLiveKit, timeout_s: float) -> None:
@@ -366,7 +365,7 @@ async def test_a_job_whose_process_died_is_replaced_before_its_claim_expires(
         await _wait_dispatched(fake, 3.0)
         assert [room for _, room in fake.dispatched] == ["room-d"]
         assert fake.dispatched[0][0] - died_at < 1.5, "handed over well before the 10 s claim expired"
-        assert await client.hget(records.call_key("room-d"), claims.GENERATION_FIELD) == "1"
+        assert await client.hget(call_key("room-d"), claims.GENERATION_FIELD) == "1"
         for _ in range(100):  # the caller is told right after the dispatch
             if fake.notices:
                 break
@@ -426,7 +425,7 @@ async def test_the_watchdog_holds_off_after_redis_was_away(
         await client.aclose()
         client = records.connect(redis_server.url)  # the old connection died with the server
         await asyncio.sleep(0.5)
-        assert not await client.exists(records.agent_key("room-w"))
+        assert not await client.exists(agent_key("room-w"))
         deadline = time.monotonic() + 2.5
         while time.monotonic() < deadline:  # the holder reconnects and refreshes, as a job does
             assert await claim.refresh(ttl_ms=800)

@@ -25,7 +25,7 @@ import logging
 from redis.asyncio import Redis
 from redis.exceptions import RedisError, ResponseError
 
-from .records import agent_key, call_key
+from voice_calls.records import agent_key, call_key
 
 logger = logging.getLogger("voice_agent.claims")
 

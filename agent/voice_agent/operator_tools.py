@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from livekit.agents import Agent, AgentSession, llm
+from voice_calls.records import LIFECYCLE, SOURCES
 
 from . import mcp_tools
 from .knowledge import KnowledgeBase
@@ -70,16 +71,16 @@ class CallTools:
         """
         event: RecordEvent = record or (lambda _kind, _data: None)
         for server, reason in self.mcp.failures:
-            event("lifecycle", {"event": "mcp_unavailable", "server": server, "reason": reason})
+            event(LIFECYCLE, {"event": "mcp_unavailable", "server": server, "reason": reason})
         guard = ToolGuard(
             ready=ready,
             play_filler=play_filler,
             filler_after_s=self.filler_after_s,
-            on_event=lambda name, fields: event("lifecycle", {"event": name, **fields}),
+            on_event=lambda name, fields: event(LIFECYCLE, {"event": name, **fields}),
         )
         tools: list[llm.Tool] = []
         if self.knowledge is not None:
-            sources = ReplySources(tell=tell, record=lambda data: event("sources", data))
+            sources = ReplySources(tell=tell, record=lambda data: event(SOURCES, data))
             sources.attach(session)
             tools.append(search_tool(self.knowledge, guard, sources, results=self.results))
         taken = [_tool_name(t) for t in [*assistant.tools, *tools]]

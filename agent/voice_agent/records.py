@@ -1,42 +1,7 @@
 """Call records in Redis, written by the agent as the call goes (not at the end).
 
-Schema (the token server reads it with `token_server.records`; keep the two in step):
-
-    voice:call:{room}            HASH    room, participant_identity, participant_name, metadata,
-                                         started_at, ended_at, end_reason, jobs, redispatches,
-                                         agent_generation, agent_job
-                                         (times: Unix seconds as decimal strings); phone
-                                         calls add phone_number, sip_call_id, direction
-                                         (inbound | outbound); calls the caller showed
-                                         video in add video_frames (frames sent to the model);
-                                         agent_state: the session's last state (listening,
-                                         thinking, speaking ...)
-    voice:call:{room}:events     STREAM  one entry per event, fields:
-                                         type  turn | tool | usage | lifecycle | sources | response
-                                         at    Unix seconds
-                                         job   the job that wrote it
-                                         seq   per-job sequence number (a write retried
-                                               after a lost reply may land twice;
-                                               readers drop repeated (job, seq))
-                                         data  JSON: turn {role, text, interrupted, started_at}
-                                               tool {call_id, name, arguments, output, is_error}
-                                               usage {input_tokens, output_tokens, total_tokens,
-                                                      input_image_tokens, ...}
-                                               lifecycle {event, ...}
-                                               sources {sources: [citation]}: the knowledge
-                                                 a reply used; follows that reply's turn
-                                               response {seconds}: the caller's speech to the
-                                                 next reply's first audio (written as that
-                                                 reply starts, before its turn)
-    voice:calls                  ZSET    room -> started_at (listing, newest first)
-    voice:calls:open             SET     rooms whose call has not ended (the watchdog's work list)
-    voice:call:{room}:accepted   STRING  the job a worker accepted for the room, set when it
-                                         accepts (before the job process starts; expires in
-                                         10 min): a worker is taking the call
-    voice:call:{room}:agent      STRING  "{generation}:{job}" holding the room (one agent per
-                                         room); expires unless its holder refreshes it. The
-                                         hash's agent_generation and agent_job go with it
-                                         (`claims` owns all three)
+The format (keys, fields, event types, the ``(job, seq)`` rule) is `voice_calls.records`,
+shared with the token server, which reads the records back; this module writes them.
 
 Retention (`Retention`): a call's keys expire `days` after it ended (open calls get the
 same plus a day, in case no job ever closes them), the listing drops calls older than
@@ -53,7 +18,6 @@ away, or refuses writes for a while (``READONLY`` replica, ``OOM`` maxmemory rea
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 import time
 from collections import deque
@@ -73,6 +37,21 @@ from redis.exceptions import (
 )
 from redis.exceptions import TimeoutError as RedisTimeoutError
 from voice_calls import responses
+from voice_calls.records import (
+    CALLS,
+    LIFECYCLE,
+    OPEN_CALLS,
+    RESPONSE,
+    TOOL,
+    TURN,
+    USAGE,
+    Sequence,
+    call_key,
+    end_fields,
+    event_fields,
+    events_key,
+    unique_events,
+)
 
 logger = logging.getLogger("voice_agent.records")
 
@@ -90,31 +69,6 @@ WRITE_FAILURES = Counter(
     "Call-record writes that Redis refused or could not take, by error (each retry counts).",
     ["error"],
 )
-
-PREFIX = "voice:"
-CALLS = f"{PREFIX}calls"
-OPEN_CALLS = f"{PREFIX}calls:open"
-
-
-def call_key(room: str) -> str:
-    return f"{PREFIX}call:{room}"
-
-
-def events_key(room: str) -> str:
-    return f"{PREFIX}call:{room}:events"
-
-
-def agent_key(room: str) -> str:
-    return f"{PREFIX}call:{room}:agent"
-
-
-def redispatch_key(room: str) -> str:
-    return f"{PREFIX}call:{room}:redispatch"
-
-
-def accepted_key(room: str) -> str:
-    return f"{PREFIX}call:{room}:accepted"
-
 
 def connect(url: str, client_name: str | None = None) -> aioredis.Redis:
     """An asyncio Redis client that reconnects by itself (short timeouts, no hanging call).
@@ -191,7 +145,7 @@ class CallRecorder:
         self._failing_since: float | None = None
         self._pending: deque[tuple[str, tuple[Any, ...]]] = deque(maxlen=max_pending)
         self._wake = asyncio.Event()
-        self._seq = 0
+        self._seq = Sequence()
         self._task: asyncio.Task[None] | None = None
         self._idle = asyncio.Event()
         self._idle.set()
@@ -206,22 +160,8 @@ class CallRecorder:
         except RedisError as exc:
             logger.warning("could not read the transcript of %s: %s", self.room, exc)
             return []
-        turns, seen = [], set()
-        for _id, fields in entries:
-            key = (fields.get("job"), fields.get("seq"))
-            if fields.get("type") != "turn" or key in seen:
-                continue
-            seen.add(key)
-            data = json.loads(fields.get("data") or "{}")
-            if data.get("text"):
-                turns.append(Turn(data.get("role", "user"), data["text"]))
-        return turns
-
-    async def call_info(self) -> dict[str, str]:
-        try:
-            return dict(await self.redis.hgetall(call_key(self.room)))
-        except RedisError:
-            return {}
+        return [Turn(event.data.get("role", "user"), event.data["text"])
+                for event in unique_events(entries) if event.type == TURN and event.data.get("text")]
 
     # ---- writing (queued, in order, retried) ------------------------------------------
 
@@ -239,7 +179,7 @@ class CallRecorder:
         self._queue("zadd_nx", (CALLS, self.room, now))
         self._queue("sadd", (OPEN_CALLS, self.room))
         self._queue("zremrangebyscore", (CALLS, "-inf", now - self.retention.seconds))
-        self.event("lifecycle", {"event": "job_started"})
+        self.event(LIFECYCLE, {"event": "job_started"})
         self._expire(self.retention.seconds + 86_400)  # closed (and expired sooner) by `end`
         if self._task is None:
             self._task = asyncio.create_task(self._writer(), name="call-recorder")
@@ -266,21 +206,13 @@ class CallRecorder:
 
     def event(self, kind: str, data: dict[str, Any], *, at: float | None = None) -> None:
         """Append an event (turn, tool, usage, lifecycle)."""
-        self._seq += 1
-        fields = {
-            "type": kind,
-            "at": f"{at if at is not None else time.time():.3f}",
-            "job": self.job_id,
-            "seq": str(self._seq),
-            "data": json.dumps(data, ensure_ascii=False, default=str),
-        }
-        self._queue("xadd", (events_key(self.room), fields),
+        self._queue("xadd", (events_key(self.room), event_fields(kind, data, job=self.job_id, seq=self._seq, at=at)),
                     {"maxlen": self.retention.max_events, "approximate": True})
 
     def record_response(self, seconds: float) -> None:
         """A turn's response time (s), as its reply starts: in the call's events and in the
         stream of all calls' response times (`voice_calls.responses`, the console's chart)."""
-        self.event("response", {"seconds": round(seconds, 3)})
+        self.event(RESPONSE, {"seconds": round(seconds, 3)})
         self.write(responses.response_writes(self.room, seconds))
 
     def write(self, writes: list[tuple[str, tuple[Any, ...]]]) -> None:
@@ -295,8 +227,8 @@ class CallRecorder:
         if self._ended:
             return
         self._ended = True
-        self.event("lifecycle", {"event": "call_ended", "reason": reason})
-        self._queue("hset", (call_key(self.room),), {"mapping": {"ended_at": f"{time.time():.3f}", "end_reason": reason}})
+        self.event(LIFECYCLE, {"event": "call_ended", "reason": reason})
+        self._queue("hset", (call_key(self.room),), {"mapping": end_fields(reason)})
         self._queue("srem", (OPEN_CALLS, self.room))
         self._expire(self.retention.seconds)
 
@@ -384,7 +316,7 @@ def record_session(session: Any, recorder: CallRecorder) -> None:
         item = event.item
         if isinstance(item, llm.ChatMessage) and item.role in ("user", "assistant") and item.text_content:
             recorder.event(
-                "turn",
+                TURN,
                 {"role": item.role, "text": item.text_content, "interrupted": item.interrupted,
                  "started_at": item.created_at},
                 at=event.created_at,
@@ -398,7 +330,7 @@ def record_session(session: Any, recorder: CallRecorder) -> None:
     def _on_tools(event: Any) -> None:
         for call, output in zip(event.function_calls, event.function_call_outputs, strict=False):
             recorder.event(
-                "tool",
+                TOOL,
                 {"call_id": call.call_id, "name": call.name, "arguments": call.arguments,
                  "output": output.output if output is not None else None,
                  "is_error": bool(output.is_error) if output is not None else None},
@@ -410,7 +342,7 @@ def record_session(session: Any, recorder: CallRecorder) -> None:
         metrics = event.metrics
         if isinstance(metrics, RealtimeModelMetrics):
             recorder.event(
-                "usage",
+                USAGE,
                 {"request_id": metrics.request_id, "input_tokens": metrics.input_tokens,
                  "output_tokens": metrics.output_tokens, "total_tokens": metrics.total_tokens,
                  "input_audio_tokens": metrics.input_token_details.audio_tokens,

@@ -41,6 +41,7 @@ from livekit.agents import (
     room_io,
 )
 from voice_calls import budget
+from voice_calls.records import accepted_key
 
 from . import claims, guards, metrics, notices, operator_tools, records, telephony, vision
 from .assistant import Assistant
@@ -181,13 +182,13 @@ async def _accept(request: JobRequest) -> None:
     """Take every job LiveKit offers (the load threshold already keeps a full worker out), and
     mark the call taken in Redis first: `accept()` returns only once a job process has been
     found and started (seconds on a busy box), while the token server's dispatch guard and
-    the watchdog must know at once that a worker has the call (`records.accepted_key`)."""
+    the watchdog must know at once that a worker has the call (`accepted_key`)."""
     global _marker
     room = request.room.name
     if settings.redis_url and room:
         _marker = _marker or records.connect(settings.redis_url)
         try:
-            await _marker.set(records.accepted_key(room), request.id, ex=600)
+            await _marker.set(accepted_key(room), request.id, ex=600)
         except records.RedisError as exc:
             logger.warning("could not mark room %s taken: %s", room, exc)
     await request.accept()

@@ -32,6 +32,7 @@ from livekit import rtc
 from livekit.agents import Agent, AgentSession, llm
 from livekit.agents.utils import images
 from livekit.agents.voice import io
+from voice_calls.records import LIFECYCLE
 
 from .records import CallRecorder
 from .settings import AgentSettings
@@ -301,5 +302,5 @@ def attach(session: AgentSession, agent: Agent, settings: AgentSettings, call: C
         max_fps=settings.video_input_max_fps,
         max_px=settings.video_input_max_px,
         count_frame=call.count_video_frame if call is not None else None,
-        event=(lambda name, fields: call.event("lifecycle", {"event": name, **fields})) if call is not None else None,
+        event=(lambda name, fields: call.event(LIFECYCLE, {"event": name, **fields})) if call is not None else None,
     )

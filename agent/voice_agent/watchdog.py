@@ -23,7 +23,7 @@ fence the old job out (`claims.hand_over` bumps the claim generation, so a stall
 wakes up cannot take the room back); remove its agent participant; create a dispatch with
 the call's metadata; tell the caller (`notices.RECONNECTING`). A short Redis key makes one
 watchdog of many do it. A dispatch that no worker took (none marked it accepted,
-`records.accepted_key`) is retried after `retry_s` (a worker may be restarting). A call
+`accepted_key`) is retried after `retry_s` (a worker may be restarting). A call
 is handed over at most `max_redispatches` times; after that the caller is told
 (`notices.UNAVAILABLE`) and the room closed. The new job picks the conversation up from
 the record (server.py).
@@ -42,6 +42,20 @@ import time
 from dataclasses import dataclass
 
 from livekit import api
+
+from voice_calls.records import (
+    LIFECYCLE,
+    OPEN_CALLS,
+    WATCHDOG_WRITER,
+    Sequence,
+    accepted_key,
+    agent_key,
+    call_key,
+    end_fields,
+    event_fields,
+    events_key,
+    redispatch_key,
+)
 
 from . import claims, notices, records
 
@@ -99,6 +113,7 @@ class CallWatchdog:
         self._hold_off_s = claim_ttl_s if hold_off_s is None else hold_off_s
         self._suspects: dict[str, _Suspect] = {}
         self._retention_s = retention_s
+        self._seq = Sequence.from_clock()
 
     async def run(self) -> None:
         """Check every `interval_s` until cancelled; errors are logged, never fatal."""
@@ -124,14 +139,14 @@ class CallWatchdog:
 
     async def check_once(self, redis: records.aioredis.Redis, lk: api.LiveKitAPI) -> list[str]:
         """One round; returns the rooms dispatched again."""
-        rooms = await redis.smembers(records.OPEN_CALLS)
+        rooms = await redis.smembers(OPEN_CALLS)
         self._suspects = {room: s for room, s in self._suspects.items() if room in rooms}
         if not rooms:
             return []
         alive = await claims.live_jobs(redis)
         dispatched = []
         for room in rooms:
-            holder = await redis.get(records.agent_key(room))
+            holder = await redis.get(agent_key(room))
             if await self._pending_dispatch(redis, lk, room, holder):
                 continue
             suspect = await self._judge(redis, room, holder, alive)
@@ -143,7 +158,7 @@ class CallWatchdog:
         self, redis: records.aioredis.Redis, room: str, holder: str | None, alive: set[str] | None
     ) -> _Suspect | None:
         """The suspicion once it is confirmed (the agent is dead), else None."""
-        job = claims.holder_job(holder) or await redis.hget(records.call_key(room), claims.JOB_FIELD)
+        job = claims.holder_job(holder) or await redis.hget(call_key(room), claims.JOB_FIELD)
         connected = alive is None or (job is not None and job in alive)
         if holder and connected:
             self._suspects.pop(room, None)
@@ -164,22 +179,22 @@ class CallWatchdog:
     ) -> bool:
         """True while a dispatch made for `room` is still on its way (nothing else to do);
         repeats it when no worker took it within `retry_s`."""
-        raw = await redis.get(records.redispatch_key(room))
+        raw = await redis.get(redispatch_key(room))
         if raw is None:
             return False
         if holder is not None:  # the new job has the room: the hand-over is done
-            await redis.delete(records.redispatch_key(room))
+            await redis.delete(redispatch_key(room))
             return False
         pending = json.loads(raw) if raw.startswith("{") else {}
         waited_s = time.time() - float(pending.get("at", 0))
         if waited_s < self._retry_s:
             return True
-        if await redis.exists(records.accepted_key(room)):
+        if await redis.exists(accepted_key(room)):
             if waited_s < self._start_timeout_s:
                 return True  # a worker took it: its job is starting
-            await redis.delete(records.redispatch_key(room))  # it never came: hand over again
+            await redis.delete(redispatch_key(room))  # it never came: hand over again
             return False
-        metadata = await redis.hget(records.call_key(room), "metadata") or ""
+        metadata = await redis.hget(call_key(room), "metadata") or ""
         dispatch = await lk.agent_dispatch.create_dispatch(
             api.CreateAgentDispatchRequest(room=room, agent_name=self._agent_name, metadata=metadata))
         await self._mark_dispatched(redis, room, dispatch.id)
@@ -200,16 +215,16 @@ class CallWatchdog:
             await self._close(redis, room, "caller gone")
             return False
         guard_ms = int(self._start_timeout_s * 1000) + 5_000
-        if not await redis.set(records.redispatch_key(room), "{}", nx=True, px=guard_ms):
+        if not await redis.set(redispatch_key(room), "{}", nx=True, px=guard_ms):
             return False  # another watchdog (or an earlier round) is handing it over just now
-        count = await redis.hincrby(records.call_key(room), "redispatches", 1)
+        count = await redis.hincrby(call_key(room), "redispatches", 1)
         if count > self._max:
             await self._close(redis, room, "agent lost too often")
             await notices.send(lk, room, notices.UNAVAILABLE)
             return False
         generation = await claims.hand_over(redis, room, holder)
         if generation is None:  # a job claimed the room meanwhile: it is not lost after all
-            await redis.delete(records.redispatch_key(room))
+            await redis.delete(redispatch_key(room))
             return False
         self._suspects.pop(room, None)
         for ghost in (p for p in participants if p.kind == api.ParticipantInfo.Kind.AGENT):
@@ -218,8 +233,8 @@ class CallWatchdog:
                 await lk.room.remove_participant(api.RoomParticipantIdentity(room=room, identity=ghost.identity))
             except api.TwirpError:
                 pass
-        metadata = await redis.hget(records.call_key(room), "metadata") or ""
-        await redis.delete(records.accepted_key(room))  # set again by the worker that takes it
+        metadata = await redis.hget(call_key(room), "metadata") or ""
+        await redis.delete(accepted_key(room))  # set again by the worker that takes it
         dispatch = await lk.agent_dispatch.create_dispatch(
             api.CreateAgentDispatchRequest(room=room, agent_name=self._agent_name, metadata=metadata))
         await self._mark_dispatched(redis, room, dispatch.id)
@@ -235,21 +250,16 @@ class CallWatchdog:
 
     async def _mark_dispatched(self, redis: records.aioredis.Redis, room: str, dispatch_id: str) -> None:
         value = json.dumps({"dispatch": dispatch_id, "at": time.time()})
-        await redis.set(records.redispatch_key(room), value, px=int(self._start_timeout_s * 1000) + 5_000)
+        await redis.set(redispatch_key(room), value, px=int(self._start_timeout_s * 1000) + 5_000)
 
     async def _close(self, redis: records.aioredis.Redis, room: str, reason: str) -> None:
-        now = f"{time.time():.3f}"
         await self._event(redis, room, {"event": "call_ended", "reason": reason})
-        await redis.hset(records.call_key(room), mapping={"ended_at": now, "end_reason": reason})
-        await redis.srem(records.OPEN_CALLS, room)
-        for key in (records.call_key(room), records.events_key(room)):
+        await redis.hset(call_key(room), mapping=end_fields(reason))
+        await redis.srem(OPEN_CALLS, room)
+        for key in (call_key(room), events_key(room)):
             await redis.expire(key, self._retention_s)
         self._suspects.pop(room, None)
         logger.info("call in room %s closed: %s", room, reason)
 
     async def _event(self, redis: records.aioredis.Redis, room: str, data: dict[str, object]) -> None:
-        await redis.xadd(
-            records.events_key(room),
-            {"type": "lifecycle", "at": f"{time.time():.3f}", "job": "watchdog",
-             "seq": f"{time.time_ns()}", "data": json.dumps(data)},
-        )
+        await redis.xadd(events_key(room), event_fields(LIFECYCLE, data, job=WATCHDOG_WRITER, seq=self._seq))

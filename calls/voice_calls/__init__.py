@@ -7,4 +7,7 @@ the tests put this folder on PYTHONPATH.
 
 * `admission`: how many calls the agent workers can take, and the calls promised to callers
   who have a token but no agent yet (the token server's `503 at_capacity`).
+* `records`: the call records (keys, event stream fields and types, the ``(job, seq)``
+  duplicate rule, reading a call back); the agent and its watchdog write them, the token
+  server's ``GET /api/calls`` reads them.
 """

@@ -134,11 +134,11 @@ def worker_stopped(stack_: ProcessStack, *, ghost_lines: int = 0) -> Iterator[No
 def load_record(stack_: ProcessStack, room: str) -> dict[str, Any]:
     import redis as sync_redis
 
-    from token_server.records import load_session
+    from voice_calls.records import load_call
 
     client = sync_redis.Redis.from_url(stack_.env["REDIS_URL"], decode_responses=True)
     try:
-        return load_session(client, room) or {}
+        return load_call(client, room) or {}
     finally:
         client.close()
 

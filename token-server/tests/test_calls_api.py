@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import time
 
 import pytest
@@ -12,7 +11,7 @@ from werkzeug.test import TestResponse
 
 from tests import openapi_check
 from token_server import create_app
-from token_server.records import CALLS, OPEN_CALLS, call_key, events_key
+from voice_calls.records import CALLS, OPEN_CALLS, TURN, WATCHDOG_WRITER, Sequence, call_key, event_fields, events_key
 from tokenserver_testing import API_SECRET, make_settings
 
 RECORDS_KEY = "records-key-0123456789abcdefghijklmnopqrstuvwxyz"
@@ -31,18 +30,17 @@ def conforms(response: TestResponse, path: str) -> TestResponse:
 
 
 def record_call(store: redis.Redis, room: str, started_at: float) -> None:
-    """Write a call the way the agent does (schema: agent/voice_agent/records.py)."""
+    """Write a call the way the agent does (the format: `voice_calls.records`)."""
     store.hset(call_key(room), mapping={
         "room": room, "participant_identity": "user-a", "participant_name": "Ada",
         "started_at": str(started_at), "jobs": "1",
     })
     store.zadd(CALLS, {room: started_at})
     store.sadd(OPEN_CALLS, room)
-    for seq, (role, text) in enumerate([("assistant", "Hello!"), ("user", "What time is it?")]):
-        store.xadd(events_key(room), {
-            "type": "turn", "at": str(started_at + seq), "job": "j1", "seq": str(seq),
-            "data": json.dumps({"role": role, "text": text, "interrupted": False}),
-        })
+    seq = Sequence()
+    for n, (role, text) in enumerate([("assistant", "Hello!"), ("user", "What time is it?")]):
+        data = {"role": role, "text": text, "interrupted": False}
+        store.xadd(events_key(room), event_fields(TURN, data, job="j1", seq=seq, at=started_at + n))
 
 
 def auth(key: str = RECORDS_KEY) -> dict[str, str]:
@@ -74,6 +72,20 @@ def test_records_need_a_records_key(calls_client: FlaskClient, headers: dict[str
     assert response.status_code == 401
     assert response.get_json()["error"]["code"] == "unauthorized"
     assert response.headers["WWW-Authenticate"].startswith("Bearer")
+
+
+def test_a_retried_write_is_read_once(calls_client: FlaskClient, store: redis.Redis) -> None:
+    """A write retried after a lost reply lands twice with the same (job, seq): read once. The
+    watchdogs of two workers write as the same writer, yet none of their events is lost."""
+    record_call(store, "room-r", time.time())
+    entry = store.xrange(events_key("room-r"))[-1][1]
+    store.xadd(events_key("room-r"), entry)  # the user's turn again
+    for dog in (Sequence.from_clock(), Sequence.from_clock()):
+        store.xadd(events_key("room-r"), event_fields("lifecycle", {"event": "redispatched"}, job=WATCHDOG_WRITER, seq=dog))
+    store.xadd(events_key("room-r"), {**entry, "seq": "99", "data": "not json"})
+    body = calls_client.get("/api/calls/room-r", headers=auth()).get_json()
+    assert [t["text"] for t in body["turns"]] == ["Hello!", "What time is it?"]
+    assert [e["event"] for e in body["events"]] == ["redispatched", "redispatched"]
 
 
 def test_unknown_room_and_bad_query_are_clear_errors(calls_client: FlaskClient, store: redis.Redis) -> None:

@@ -3,8 +3,8 @@
 ``GET /api/calls`` lists calls, newest first; ``GET /api/calls/<room>`` returns one with
 its events (turns with text and timestamps, tool calls and results, model usage, life
 cycle); ``GET /api/calls/stats`` gives the operator console's figures (`stats`). The agent
-writes the records to Redis as each call goes (`records` has the schema). Every request
-needs ``Authorization: Bearer <key>`` with one of `RECORDS_API_KEYS`, whatever
+writes the records to Redis as each call goes (`voice_calls.records` has the schema). Every
+request needs ``Authorization: Bearer <key>`` with one of `RECORDS_API_KEYS`, whatever
 `TOKEN_AUTH_MODE` is: records hold every caller's words.
 """
 
@@ -14,10 +14,10 @@ import time
 
 import redis
 from flask import Blueprint, Flask, Response, current_app, jsonify, request
+from voice_calls.records import is_call_room, list_calls, load_call
 
 from .auth import KeyRing
 from .errors import ApiError
-from .records import is_call_room, list_sessions, load_session
 from .settings import Settings
 from .stats import stats as read_stats
 
@@ -71,7 +71,7 @@ def calls() -> Response:
     store = _authorized_store()
     limit = int(_query_number("limit", 50, 1, MAX_LIMIT) or 50)
     before = _query_number("before", None, 0, 1e11)
-    return jsonify({"calls": list_sessions(store, limit=limit, before=before)})
+    return jsonify({"calls": list_calls(store, limit=limit, before=before)})
 
 
 @bp.get("/stats")
@@ -91,7 +91,7 @@ def call_stats() -> Response:
 def call(room: str) -> Response:
     """One call with its events, or 404 ``not_found`` (also for a name no call can have)."""
     store = _authorized_store()
-    record = load_session(store, room) if is_call_room(room) else None
+    record = load_call(store, room) if is_call_room(room) else None
     if record is None:
         raise ApiError(404, "not_found", "no call recorded for that room")
     return jsonify(record)

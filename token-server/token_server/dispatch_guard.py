@@ -12,7 +12,7 @@ list in Redis (`WAITING`, room -> the join time). Every `interval_s`, for each r
 watched for at least `first_check_s`:
 
 * an agent participant is in the room, or the caller is gone: stop watching;
-* no worker has taken the call (no worker marked it accepted, `records.accepted_key`):
+* no worker has taken the call (no worker marked it accepted, `voice_calls.records.accepted_key`):
   dispatch again, at most once per `retry_s` (a worker that registered since takes it);
 * still no worker after `notice_s`, or a worker took it but no agent joined within
   `join_timeout_s`: tell the caller and close the room.
@@ -47,9 +47,9 @@ import structlog
 from livekit import api
 from voice_calls.admission import PENDING
 from voice_calls.notices import TOPIC
+from voice_calls.records import accepted_key
 
 from .livekit_admin import CALLER_KINDS, LiveKitError, RoomAdmin
-from .records import accepted_key
 
 log = structlog.get_logger("token_server")
 

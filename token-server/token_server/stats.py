@@ -12,8 +12,8 @@ from datetime import datetime, timezone
 from typing import Any
 
 from voice_calls import budget, pricing, responses
+from voice_calls.records import CALLS
 
-from .records import CALLS
 
 HOUR_S = 3600
 
