@@ -104,7 +104,7 @@ class CallLink:
         self.ready_or_failed = asyncio.Event()
         self.gave_up: ConnectFailure | None = None
         self.down_since: float | None = None
-        self.outages: list[float] = []
+        self.recovered = False  # the link came back after a loss at least once
         self._told_retrying = False
         self._filler_task: asyncio.Task[None] | None = None
         self._tasks: set[asyncio.Task[None]] = set()
@@ -125,7 +125,7 @@ class CallLink:
         self._cancel_filler()
         if self.down_since is not None:
             outage = time.monotonic() - self.down_since
-            self.outages.append(outage)
+            self.recovered = True
             self.down_since = None
             logger.info("model link back after %.2f s (%d message(s) replayed)", outage, replayed_messages)
             self._on_event("model_reconnected", {"outage_s": round(outage, 3), "replayed": replayed_messages})
@@ -161,7 +161,7 @@ class CallLink:
     def gave_up_message(self) -> str:
         """The transcript line for a model that could not be reached: lost mid-call (it had
         answered this call), or never reached (why, by the kind of failure)."""
-        if self.gave_up is None or self.outages or self.down_since is not None:
+        if self.gave_up is None or self.recovered or self.down_since is not None:
             return LOST_MESSAGE
         return GAVE_UP_MESSAGES.get(self.gave_up.kind, GAVE_UP_DEFAULT)
 
@@ -185,7 +185,7 @@ class CallLink:
     async def before_give_up(self) -> None:
         """Retrying stops now: during a call, say so aloud before the call ends."""
         self._cancel_filler()
-        if self.outages or self.down_since is not None:  # the model had answered this call
+        if self.recovered or self.down_since is not None:  # the model had answered this call
             if self._play_give_up is not None:
                 self._on_event("give_up_played", {})
                 await self._play_give_up()

@@ -514,6 +514,3 @@ class ResilientRealtimeModel(google.realtime.RealtimeModel):
         self._sessions.add(sess)
         return sess
 
-
-#: Callable form used by tests to build listeners from plain functions.
-ListenerCallback = Callable[..., None]

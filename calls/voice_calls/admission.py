@@ -55,19 +55,6 @@ class WorkerCapacity:
     def to_json(self) -> str:
         return json.dumps(asdict(self), separators=(",", ":"))
 
-    @classmethod
-    def from_json(cls, raw: str) -> WorkerCapacity:
-        """Parse a published value.
-
-        Raises:
-            ValueError: not a capacity record.
-        """
-        data = json.loads(raw)
-        if not isinstance(data, dict):
-            raise ValueError("not a worker capacity record")
-        return cls(int(data["max_calls"]), bool(data["draining"]), [str(r) for r in data.get("rooms", [])],
-                   float(data.get("at", 0.0)))
-
 
 @dataclass(frozen=True)
 class Admission:
