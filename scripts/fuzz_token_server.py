@@ -26,7 +26,6 @@ import argparse
 import os
 import secrets
 import shutil
-import socket
 import subprocess
 import sys
 import tempfile
@@ -53,6 +52,8 @@ from schemathesis.specs.openapi.checks import (  # noqa: E402
     status_code_conformance,
 )
 
+from tests.ports import free_port  # noqa: E402
+from tests.redis_server import running_redis  # noqa: E402
 from tests.standins.oidc_provider import OidcProvider  # noqa: E402
 
 CHECKS = [
@@ -69,12 +70,6 @@ SHARED_KEY = "fuzz-" + secrets.token_urlsafe(32)
 HIGH = "1000000/minute"
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 def wait_http(url: str, timeout_s: float = 30) -> None:
     deadline = time.monotonic() + timeout_s
     while True:
@@ -85,33 +80,6 @@ def wait_http(url: str, timeout_s: float = 30) -> None:
             if time.monotonic() > deadline:
                 raise
             time.sleep(0.1)
-
-
-@contextmanager
-def redis_server(workdir: Path) -> Iterator[str]:
-    port = free_port()
-    process = subprocess.Popen(
-        ["redis-server", "--bind", "127.0.0.1", "--port", str(port), "--save", "", "--appendonly", "no",
-         "--dir", str(workdir)],
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-    )
-    try:
-        deadline = time.monotonic() + 20
-        while True:
-            try:
-                with socket.create_connection(("127.0.0.1", port), timeout=1) as sock:
-                    sock.sendall(b"PING\r\n")
-                    if sock.recv(16).startswith(b"+PONG"):
-                        break
-            except OSError:
-                pass
-            if time.monotonic() > deadline:
-                raise RuntimeError("redis-server did not start")
-            time.sleep(0.05)
-        yield f"redis://127.0.0.1:{port}/0"
-    finally:
-        process.terminate()
-        process.wait(10)
 
 
 @contextmanager
@@ -221,7 +189,7 @@ def main(argv: list[str]) -> int:
     started = time.monotonic()
     log_dir = ROOT / "artifacts" / "logs"
     log_dir.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory() as workdir, redis_server(Path(workdir)) as redis_url, \
+    with tempfile.TemporaryDirectory() as workdir, running_redis(Path(workdir)) as redis, \
             OidcProvider(audience="fuzz-app") as idp:
         mode_env = {
             "open": {"TOKEN_AUTH_MODE": "open", "TOKEN_RATE_LIMIT_PER_IDENTITY": HIGH,
@@ -231,7 +199,7 @@ def main(argv: list[str]) -> int:
                      "TOKEN_RATE_LIMIT_PER_IDENTITY": HIGH, "TOKEN_MAX_SESSIONS_PER_IDENTITY": "1000"},
         }
         for auth_mode, share in MODES.items():
-            env = {"REDIS_URL": redis_url, "TOKEN_RATE_LIMIT_PER_ADDRESS": HIGH, **mode_env[auth_mode]}
+            env = {"REDIS_URL": redis.url, "TOKEN_RATE_LIMIT_PER_ADDRESS": HIGH, **mode_env[auth_mode]}
             with token_server(env, log_dir / "token-server-fuzz.log") as base:
                 schema = schemathesis.openapi.from_url(f"{base}/api/openapi.yaml")
                 auth_headers = {

@@ -12,13 +12,11 @@ from pathlib import Path
 import pytest
 
 from scripts import stack
+from tests.fixtures import standin_fixture
 from tests.e2e.harness import ProcessStack, running_stack
-from tests.standins.gemini_live import GeminiLiveStandin, StandinConfig, ToolCallSpec
+from tests.standins.gemini_live import GeminiLiveStandin
 
 ARTIFACTS = stack.ROOT / "artifacts"
-
-#: The tool call the stand-in makes on every spoken user turn (a tool the agent declares).
-TIME_TOOL_CALL = ToolCallSpec(name="get_current_time", args={"timezone": "Europe/Paris"})
 
 #: Calls the shared stack's worker takes at once (AGENT_MAX_CALLS).
 SHARED_STACK_LINES = 64
@@ -31,15 +29,8 @@ def artifacts() -> Path:
     return ARTIFACTS
 
 
-@pytest.fixture(scope="session")
-def standin(tmp_path_factory: pytest.TempPathFactory) -> Iterator[GeminiLiveStandin]:
-    """The Gemini Live stand-in, serving TLS on 127.0.0.1 for the whole session."""
-    server = GeminiLiveStandin(
-        StandinConfig(tool_call=TIME_TOOL_CALL), cert_dir=tmp_path_factory.mktemp("standin-certs")
-    )
-    server.start()
-    yield server
-    server.stop()
+#: The Gemini Live stand-in, serving TLS on 127.0.0.1 for the whole session.
+standin = standin_fixture("standin", "session")
 
 
 @pytest.fixture(scope="session")

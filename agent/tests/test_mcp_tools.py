@@ -13,7 +13,7 @@ import pytest
 from livekit.agents import ToolError, llm
 from pydantic import ValidationError
 
-from tests.e2e.harness import free_port
+from tests.ports import free_port
 from tests.standins.mcp_server import FAST_TOOL, FORBIDDEN_TOOL, ORDER_STATUS, SLOW_TOOL, McpStandin
 from voice_agent import mcp_tools
 from voice_agent.operator_tools import check_at_start

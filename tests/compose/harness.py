@@ -20,7 +20,7 @@ from collections.abc import Mapping
 from pathlib import Path
 
 from scripts.stack import parse_env_file
-from tests.e2e.harness import free_port
+from tests.ports import free_port
 
 #: The test's override file: mounts the stand-in's CA into the agent.
 OVERRIDE = Path(__file__).with_name("compose.test.yaml")

@@ -20,9 +20,25 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 from scripts import stack
-from tests.e2e.caller import Caller
-from tests.e2e.harness import ProcessStack, free_port
-from tests.standins.gemini_live import GeminiLiveStandin, SessionRecord
+from tests.audio import synthesize
+from tests.e2e.caller import MIC_SAMPLE_RATE, Caller
+from tests.e2e.harness import ProcessStack
+from tests.ports import free_port
+from tests.standins.gemini_live import GeminiLiveStandin, SessionRecord, StandinConfig, ToolCallSpec
+
+#: The tool call the stand-in makes on every spoken user turn (a tool the agent declares).
+TIME_TOOL_CALL = ToolCallSpec(name="get_current_time", args={"timezone": "Europe/Paris"})
+
+#: What the callers of the whole-call tests ask (the stand-in answers with `TIME_TOOL_CALL`).
+UTTERANCE = "What time is it in Paris right now?"
+
+
+def call_standin(cert_dir: Path) -> GeminiLiveStandin:
+    """The Gemini Live stand-in of the whole-call tests (not started; use it as a context
+    manager): TLS on 127.0.0.1 with its certificate in `cert_dir`, and `TIME_TOOL_CALL` on
+    every spoken turn."""
+    return GeminiLiveStandin(StandinConfig(tool_call=TIME_TOOL_CALL), cert_dir=cert_dir)
+
 
 def sessions_since(standin: GeminiLiveStandin, after: float) -> list[SessionRecord]:
     return [s for s in standin.sessions if s.connected_at >= after]
@@ -52,6 +68,14 @@ async def greeted(caller: Caller, standin: GeminiLiveStandin, started: float) ->
     sessions = await wait_sessions(standin, started, lambda ss: ss and ss[0].turns and ss[0].turns[0].turn_complete_at)
     await asyncio.sleep(0.5)
     return sessions[0]
+
+
+async def answered_once_more(caller: Caller, standin: GeminiLiveStandin, started: float, timeout: float = 30) -> None:
+    """Say `UTTERANCE` and wait until the agent's answer is heard (within `timeout` s)."""
+    spoke_until = await caller.say(synthesize(UTTERANCE, MIC_SAMPLE_RATE))
+    await caller.wait_until(
+        lambda: caller.agent_audio.first_audible_after(spoke_until + 0.3) is not None, timeout, "an answer"
+    )
 
 
 def completed_audio_turns(sessions: list[SessionRecord]) -> list[tuple[str, int]]:

@@ -539,7 +539,7 @@ def place_call(workdir: Path, scenario: str, *, local_ip: str = "127.0.0.1", tim
     Args:
         sipp: the remaining `Sipp` arguments (remote, service, caller, username, password).
     """
-    from tests.e2e.harness import free_port
+    from tests.ports import free_port
 
     media_port = free_port(udp=True)
     line = Sipp(workdir, scenario, local_ip=local_ip, sip_port=free_port(udp=True), media_port=media_port,

@@ -20,9 +20,8 @@ from playwright.sync_api import Browser, Page, expect, sync_playwright
 from tests.audio import synthesize
 from tests.e2e.browser import CHROMIUM, CHROMIUM_ARGS, DESKTOP, PHONE, screenshot
 from tests.e2e.caller import MIC_SAMPLE_RATE, Caller
-from tests.e2e.calls import greeted
+from tests.e2e.calls import UTTERANCE, greeted
 from tests.e2e.harness import ProcessStack
-from tests.e2e.test_faults import UTTERANCE
 from tests.standins.gemini_live import GeminiLiveStandin
 
 pytestmark = [pytest.mark.e2e, pytest.mark.browser]

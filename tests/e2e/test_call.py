@@ -20,7 +20,7 @@ from livekit import api
 import pytest
 
 from tests.audio import best_envelope_match, envelope, synthesize
-from tests.conftest import TIME_TOOL_CALL
+from tests.e2e.calls import TIME_TOOL_CALL
 from tests.e2e.caller import MIC_SAMPLE_RATE, Caller
 from tests.e2e.harness import NO_CALLER_TIMEOUT_S, ProcessStack
 from tests.standins.gemini_live import INPUT_SAMPLE_RATE, GeminiLiveStandin, SessionRecord

@@ -11,7 +11,6 @@ from __future__ import annotations
 import asyncio
 import threading
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -20,8 +19,8 @@ from playwright.sync_api import expect, sync_playwright
 
 from tests.e2e.browser import DESKTOP, launch, screenshot, speech_wav
 from tests.e2e.caller import Caller, TokenRefused, request_token
-from tests.e2e.harness import ProcessStack, running_stack
-from tests.standins.gemini_live import GeminiLiveStandin
+from tests.e2e.harness import ProcessStack
+from tests.fixtures import stack_fixture
 
 pytestmark = pytest.mark.e2e
 
@@ -31,16 +30,10 @@ RETRY_AFTER_S = 3
 GREETING_TIMEOUT_S = 60
 
 
-@pytest.fixture(scope="module")
-def one_line(
-    standin: GeminiLiveStandin, tmp_path_factory: pytest.TempPathFactory, artifacts: Path
-) -> Iterator[ProcessStack]:
-    """The native stack whose one agent worker takes one call at a time."""
-    with running_stack(
-        standin.base_url, str(standin.ca_file), tmp_path_factory.mktemp("state"), artifacts / "logs" / "capacity",
-        extra={"AGENT_MAX_CALLS": "1", "TOKEN_BUSY_RETRY_AFTER_SECONDS": str(RETRY_AFTER_S)},
-    ) as processes:
-        yield processes
+#: The native stack whose one agent worker takes one call at a time.
+one_line = stack_fixture(
+    "one_line", "capacity", {"AGENT_MAX_CALLS": "1", "TOKEN_BUSY_RETRY_AFTER_SECONDS": str(RETRY_AFTER_S)}
+)
 
 
 async def rooms(stack: ProcessStack) -> list[str]:

@@ -16,7 +16,8 @@ from pathlib import Path
 import pytest
 
 from scripts import stack
-from tests.e2e.harness import ProcessStack, free_port
+from tests.e2e.harness import ProcessStack
+from tests.ports import free_port
 from tests.standins.gemini_live import GeminiLiveStandin
 
 pytestmark = pytest.mark.e2e

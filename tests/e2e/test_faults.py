@@ -19,8 +19,9 @@ import pytest
 from livekit import rtc
 
 from tests.audio import synthesize
-from tests.conftest import TIME_TOOL_CALL
 from tests.e2e.calls import (
+    UTTERANCE,
+    answered_once_more,
     ExtraWorker,
     agent_lines,
     completed_audio_turns,
@@ -37,23 +38,16 @@ from tests.e2e.calls import (
 )
 from tests.e2e.caller import AUDIBLE_DBFS, MIC_SAMPLE_RATE, Caller, TokenRefused, request_token
 from tests.e2e.harness import ProcessStack, running_stack
-from tests.standins.gemini_live import GeminiLiveStandin, StandinConfig
+from tests.fixtures import standin_fixture
+from tests.standins.gemini_live import GeminiLiveStandin
 from tests.standins.slow_link import SlowLink
 
 pytestmark = pytest.mark.e2e
 
-UTTERANCE = "What time is it in Paris right now?"
 LONG_UTTERANCE = "Could you please tell me, slowly and clearly, what time it is right now in the city of Paris?"
 
 
-@pytest.fixture(scope="module")
-def fault_standin(tmp_path_factory: pytest.TempPathFactory) -> Iterator[GeminiLiveStandin]:
-    server = GeminiLiveStandin(
-        StandinConfig(tool_call=TIME_TOOL_CALL), cert_dir=tmp_path_factory.mktemp("fault-standin-certs")
-    )
-    server.start()
-    yield server
-    server.stop()
+fault_standin = standin_fixture("fault_standin", "module")
 
 
 @pytest.fixture(scope="module")
@@ -366,13 +360,6 @@ async def test_a_call_that_starts_while_no_worker_is_registered_is_taken_when_on
 
 
 # --- 4. the worker is killed, drained, or doubled ------------------------------------------
-
-
-async def answered_once_more(caller: Caller, standin: GeminiLiveStandin, started: float, timeout: float = 30) -> None:
-    spoke_until = await caller.say(synthesize(UTTERANCE, MIC_SAMPLE_RATE))
-    await caller.wait_until(
-        lambda: caller.agent_audio.first_audible_after(spoke_until + 0.3) is not None, timeout, "an answer"
-    )
 
 
 async def test_killed_worker_is_replaced_and_the_call_picked_up(

@@ -22,7 +22,8 @@ import pytest
 import requests
 
 from scripts import stack
-from tests.e2e.harness import ProcessStack, free_port, more_processes
+from tests.e2e.harness import ProcessStack, more_processes
+from tests.ports import free_port
 
 pytestmark = pytest.mark.e2e
 

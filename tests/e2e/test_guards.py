@@ -4,14 +4,13 @@ goodbye and ends (the room is deleted, the record says why)."""
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 
 from tests.e2e.caller import Caller
-from tests.e2e.harness import ProcessStack, running_stack
-from tests.e2e.test_faults import greeted, load_record
+from tests.e2e.harness import ProcessStack
+from tests.e2e.calls import greeted, load_record
+from tests.fixtures import stack_fixture
 from tests.standins.gemini_live import GeminiLiveStandin
 
 pytestmark = pytest.mark.e2e
@@ -20,14 +19,10 @@ MAX_CALL_S = 25
 WARNING_S = 12
 
 
-@pytest.fixture(scope="module")
-def limited_stack(standin: GeminiLiveStandin, tmp_path_factory: pytest.TempPathFactory,
-                  artifacts: Path) -> Iterator[ProcessStack]:
-    with running_stack(standin.base_url, str(standin.ca_file), tmp_path_factory.mktemp("limited"),
-                       artifacts / "logs" / "limited",
-                       extra={"AGENT_MAX_CALL_S": str(MAX_CALL_S), "AGENT_MAX_CALL_WARNING_S": str(WARNING_S)},
-                       timeout_s=180) as processes:
-        yield processes
+limited_stack = stack_fixture(
+    "limited_stack", "limited", {"AGENT_MAX_CALL_S": str(MAX_CALL_S), "AGENT_MAX_CALL_WARNING_S": str(WARNING_S)},
+    timeout_s=180,
+)
 
 
 async def test_a_call_at_its_time_limit_is_warned_then_ended(

@@ -20,8 +20,9 @@ from voice_calls import budget
 from scripts import monitoring
 from tests.audio import synthesize
 from tests.e2e.caller import MIC_SAMPLE_RATE, Caller
-from tests.e2e.harness import ProcessStack, free_port
-from tests.e2e.test_faults import UTTERANCE, greeted
+from tests.e2e.harness import ProcessStack
+from tests.ports import free_port
+from tests.e2e.calls import UTTERANCE, greeted
 from tests.standins.gemini_live import GeminiLiveStandin
 
 pytestmark = pytest.mark.e2e

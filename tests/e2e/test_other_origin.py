@@ -27,7 +27,8 @@ from playwright.sync_api import Browser, Page, sync_playwright
 
 from scripts import stack
 from tests.e2e.browser import DESKTOP, launch, screenshot, speech_wav
-from tests.e2e.harness import ProcessStack, free_port, more_processes
+from tests.e2e.harness import ProcessStack, more_processes
+from tests.ports import free_port
 from tests.standins.gemini_live import GeminiLiveStandin, SessionRecord
 
 pytestmark = [pytest.mark.e2e, pytest.mark.browser]

@@ -26,7 +26,8 @@ from scripts import stack
 from tests.audio import synthesize
 from tests.corpus import RETURNS, WARRANTY, write_corpus
 from tests.e2e.caller import MIC_SAMPLE_RATE, Caller
-from tests.e2e.harness import ProcessStack, free_port, running_stack
+from tests.e2e.harness import ProcessStack, running_stack
+from tests.ports import free_port
 from voice_agent.link import FILLER_TEXT
 from tests.e2e.test_call import read_call_record, session_for
 from tests.standins.gemini_live import (

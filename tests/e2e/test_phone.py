@@ -32,10 +32,10 @@ from tests.e2e.harness import (
     TRUNK_PASSWORD,
     TRUNK_USER,
     ProcessStack,
-    free_port,
     running_stack,
     telephony_overrides,
 )
+from tests.ports import free_port
 from tests.e2e.sipp import (
     PHONE_SAMPLE_RATE,
     PhoneCallResult,

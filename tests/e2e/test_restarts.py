@@ -40,7 +40,6 @@ from livekit import api, rtc
 
 from scripts import stack
 from tests.audio import synthesize
-from tests.conftest import TIME_TOOL_CALL
 from tests.e2e.caller import MIC_SAMPLE_RATE, Caller, request_token
 from tests.e2e.calls import (
     agent_lines,
@@ -53,20 +52,14 @@ from tests.e2e.calls import (
     worker_pid,
 )
 from tests.e2e.harness import ProcessStack, isolated_overrides
-from tests.e2e.test_faults import UTTERANCE
-from tests.standins.gemini_live import GeminiLiveStandin, SessionRecord, StandinConfig
+from tests.e2e.calls import UTTERANCE
+from tests.fixtures import standin_fixture
+from tests.standins.gemini_live import GeminiLiveStandin, SessionRecord
 
 pytestmark = pytest.mark.e2e
 
 
-@pytest.fixture(scope="module")
-def restart_standin(tmp_path_factory: pytest.TempPathFactory) -> Iterator[GeminiLiveStandin]:
-    server = GeminiLiveStandin(
-        StandinConfig(tool_call=TIME_TOOL_CALL), cert_dir=tmp_path_factory.mktemp("restart-standin-certs")
-    )
-    server.start()
-    yield server
-    server.stop()
+restart_standin = standin_fixture("restart_standin", "module")
 
 
 @pytest.fixture(scope="module")

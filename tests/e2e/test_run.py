@@ -24,8 +24,9 @@ import pytest
 
 from scripts import preflight, procs, stack
 from tests.e2e.caller import Caller
-from tests.e2e.harness import free_port, isolated_overrides
-from tests.e2e.test_faults import answered_once_more, greeted
+from tests.e2e.harness import isolated_overrides
+from tests.ports import free_port
+from tests.e2e.calls import answered_once_more, greeted
 from tests.standins.gemini_live import GeminiLiveStandin
 
 pytestmark = pytest.mark.e2e

@@ -50,8 +50,9 @@ from livekit import api, rtc
 from scripts import stack
 from tests import openapi_check
 from tests.e2e.caller import Caller
-from tests.e2e.harness import ProcessStack, free_port, listening_addresses
-from tests.e2e.test_faults import wait_sessions
+from tests.e2e.harness import ProcessStack, listening_addresses
+from tests.ports import free_port
+from tests.e2e.calls import wait_sessions
 from tests.standins.gemini_live import GeminiLiveStandin
 from tests.standins.oidc_provider import OidcProvider, tamper
 from token_server.settings import Settings as TokenServerSettings

@@ -11,15 +11,14 @@ import asyncio
 import os
 import signal
 import time
-from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 
 from scripts import stack
 from tests.e2e.caller import Caller
-from tests.e2e.harness import ProcessStack, running_stack, worker_info, worker_process
-from tests.e2e.test_faults import answered_once_more, greeted
+from tests.e2e.harness import ProcessStack, worker_info, worker_process
+from tests.e2e.calls import answered_once_more, greeted
+from tests.fixtures import stack_fixture
 from tests.standins.gemini_live import GeminiLiveStandin
 
 pytestmark = pytest.mark.e2e
@@ -32,18 +31,12 @@ START_TIMEOUT_S = 300
 JOB_START_TIMEOUT_S = 180
 
 
-@pytest.fixture(scope="module")
-def workers_stack(
-    standin: GeminiLiveStandin, tmp_path_factory: pytest.TempPathFactory, artifacts: Path
-) -> Iterator[ProcessStack]:
-    # A drain long enough for the test's calls on a slow machine: the drained worker's call
-    # must outlive the new ones.
-    extra = {"AGENT_WORKERS": str(WORKERS), "AGENT_DRAIN_TIMEOUT_S": "600"}
-    with running_stack(
-        standin.base_url, str(standin.ca_file), tmp_path_factory.mktemp("workers-state"),
-        artifacts / "logs" / "workers", extra, timeout_s=START_TIMEOUT_S,
-    ) as processes:
-        yield processes
+# A drain long enough for the test's calls on a slow machine: the drained worker's call
+# must outlive the new ones.
+workers_stack = stack_fixture(
+    "workers_stack", "workers", {"AGENT_WORKERS": str(WORKERS), "AGENT_DRAIN_TIMEOUT_S": "600"},
+    timeout_s=START_TIMEOUT_S,
+)
 
 
 def active_jobs(stack_: ProcessStack) -> list[int]:

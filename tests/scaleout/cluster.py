@@ -22,7 +22,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from scripts import stack
-from tests.e2e.harness import ProcessStack, free_port, isolated_overrides
+from tests.e2e.harness import ProcessStack, isolated_overrides
+from tests.ports import free_port
 from tests.helm.render import livekit_config
 
 NODES = ("a", "b")

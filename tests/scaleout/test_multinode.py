@@ -33,7 +33,7 @@ import yaml
 from livekit import api, rtc
 
 from tests.e2e.caller import Caller, request_token
-from tests.e2e.test_faults import answered_once_more, greeted
+from tests.e2e.calls import answered_once_more, greeted
 from tests.helm.render import livekit_config
 from tests.e2e.harness import worker_info
 from tests.scaleout.cluster import AGENT_START_TIMEOUT_S, Cluster, running_cluster
