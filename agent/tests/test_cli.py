@@ -9,6 +9,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.ports import free_port
+
 AGENT_DIR = Path(__file__).resolve().parents[1]
 
 
@@ -46,9 +48,7 @@ def test_a_bad_mcp_server_entry_names_the_field() -> None:
 
 
 def test_unknown_command_is_refused() -> None:
-    env = {"LIVEKIT_URL": "ws://127.0.0.1:1", "LIVEKIT_API_KEY": "k", "LIVEKIT_API_SECRET": "s" * 40,
-           "AGENT_NAME": "a", "GOOGLE_API_KEY": "x"}
-    result = run_cli(env, "dance")
+    result = run_cli(_worker_env(), "dance")
     assert result.returncode == 2
     assert "usage: python -m voice_agent start" in result.stderr
 
@@ -68,7 +68,9 @@ def test_an_untested_google_plugin_is_refused_at_start() -> None:
 
 def _worker_env(**extra: str) -> dict[str, str]:
     return {"LIVEKIT_URL": "ws://127.0.0.1:1", "LIVEKIT_API_KEY": "k", "LIVEKIT_API_SECRET": "s" * 40,
-            "AGENT_NAME": "a", "GOOGLE_API_KEY": "x", **extra}
+            "AGENT_NAME": "a", "GOOGLE_API_KEY": "x",
+            # Not the default 9300: another stack on this machine may hold it.
+            "AGENT_METRICS_PORT": str(free_port()), **extra}
 
 
 @pytest.mark.parametrize("case", ["faq-malformed", "faq-missing", "faq-entry", "ca-missing", "ca-not-pem"])
