@@ -3,9 +3,9 @@
 #     --build-arg SERVICE=token-server --build-arg PACKAGE=token_server .
 #   docker build -f docker/services.Dockerfile --target agent \
 #     --build-arg SERVICE=agent --build-arg PACKAGE=voice_agent .
-# Built from requirements.lock: a service gets the dependencies its pyproject.toml and its
-# section of requirements.in list, at the lock's versions, and the build stops if anything
-# outside the lock comes in or an import of the package finds no module (docker/check-venv.py).
+# Built from requirements.lock: a service gets the dependencies its pyproject.toml lists, at
+# the lock's versions, and the build stops if anything outside the lock comes in or an import
+# of the package finds no module (docker/check-venv.py).
 # Extra CA certificates (certs/*.crt, certs/*.pem) are trusted at build time (pip, uv)
 # and at run time (the agent's connection to Gemini), for networks that re-sign TLS.
 ARG PYTHON_IMAGE=python:3.11.14-slim-bookworm
@@ -36,15 +36,12 @@ ENV PIP_CERT=/etc/ssl/certs/ca-certificates.crt \
     UV_PYTHON_DOWNLOADS=never \
     UV_COMPILE_BYTECODE=1
 RUN python -m venv /opt/uv && /opt/uv/bin/pip install -q "uv==${UV_VERSION}"
-COPY requirements.in requirements.lock docker/check-venv.py /build/
+COPY requirements.lock docker/check-venv.py /build/
 COPY ${SERVICE}/pyproject.toml /build/${SERVICE}/
-# The service's dependencies: its pyproject.toml's, plus its section of requirements.in
-# (the lines under `# <service>/`), at the versions requirements.lock pins.
-RUN awk -v header="# ${SERVICE}/" '$0 == header {on = 1; next} /^#/ {on = 0} on && NF' \
-      /build/requirements.in > /build/${SERVICE}/requirements.in \
- && /opt/uv/bin/uv venv -q --python /usr/local/bin/python3 /opt/venv \
+# The service's dependencies: its pyproject.toml's, at the versions requirements.lock pins.
+RUN /opt/uv/bin/uv venv -q --python /usr/local/bin/python3 /opt/venv \
  && /opt/uv/bin/uv pip install -q --python /opt/venv/bin/python --constraint /build/requirements.lock \
-      -r /build/${SERVICE}/pyproject.toml -r /build/${SERVICE}/requirements.in
+      -r /build/${SERVICE}/pyproject.toml
 
 FROM python-base AS runtime
 ARG SERVICE
