@@ -66,10 +66,11 @@ USER appliance
 
 # Token server: LiveKit's standard token endpoint under gunicorn (as the Procfile runs it).
 FROM runtime AS token-server
+ARG TOKEN_SERVER_PORT=8090
 COPY token-server/gunicorn.conf.py /app/gunicorn.conf.py
 ENV TOKEN_SERVER_HOST=0.0.0.0 \
-    TOKEN_SERVER_PORT=8090
-EXPOSE 8090
+    TOKEN_SERVER_PORT=${TOKEN_SERVER_PORT}
+EXPOSE ${TOKEN_SERVER_PORT}
 HEALTHCHECK --interval=5s --timeout=3s --start-period=30s --retries=3 \
   CMD appliance-healthcheck "http://127.0.0.1:${TOKEN_SERVER_PORT}/healthz"
 CMD ["sh", "-c", "exec gunicorn -c /app/gunicorn.conf.py --bind \"$TOKEN_SERVER_HOST:$TOKEN_SERVER_PORT\" 'token_server:create_app()'"]
@@ -79,9 +80,10 @@ CMD ["sh", "-c", "exec gunicorn -c /app/gunicorn.conf.py --bind \"$TOKEN_SERVER_
 # (AGENT_HEALTH_PORT, or any free one when that is 0). It drains live calls on SIGTERM
 # (AGENT_DRAIN_TIMEOUT_S): give `docker stop` a grace period longer than that.
 FROM runtime AS agent
-ENV AGENT_HEALTH_PORT=8081 \
+ARG AGENT_HEALTH_PORT=8081
+ENV AGENT_HEALTH_PORT=${AGENT_HEALTH_PORT} \
     AGENT_READY_FILE=/tmp/voice-agent.ready
-EXPOSE 8081
+EXPOSE ${AGENT_HEALTH_PORT}
 HEALTHCHECK --interval=5s --timeout=3s --start-period=60s --retries=3 \
   CMD appliance-healthcheck --ready-file "$AGENT_READY_FILE" "http://127.0.0.1:{health_port}/"
 STOPSIGNAL SIGTERM

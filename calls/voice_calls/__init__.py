@@ -10,4 +10,6 @@ the tests put this folder on PYTHONPATH.
 * `records`: the call records (keys, event stream fields and types, the ``(job, seq)``
   duplicate rule, reading a call back); the agent and its watchdog write them, the token
   server's ``GET /api/calls`` reads them.
+* `credentials`: how long a LiveKit secret or an operator's key must be (the native run's
+  start-up check and the token server's settings).
 """

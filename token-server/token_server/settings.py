@@ -17,13 +17,10 @@ from urllib.parse import urlsplit
 from limits import parse_many
 from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
+from voice_calls.credentials import LIVEKIT_DEV_SECRET, MIN_SECRET_LENGTH
 
-from .telephony import TelephonySettings
+from .telephony import LOCAL_LIVEKIT_URL, TelephonySettings
 
-#: LiveKit's `--dev` secret (`devkey: secret`); never acceptable outside a laptop.
-LIVEKIT_DEV_SECRET = "secret"
-#: livekit-server itself complains about shorter secrets outside dev mode.
-MIN_SECRET_LENGTH = 32
 #: Exit status when the configuration is refused. 4 is gunicorn's APP_LOAD_ERROR: the
 #: arbiter halts ("App failed to load.") instead of respawning the worker forever.
 CONFIG_ERROR_EXIT_CODE = 4
@@ -40,7 +37,7 @@ ASYMMETRIC_ALGORITHMS = frozenset(
     {"RS256", "RS384", "RS512", "PS256", "PS384", "PS512", "ES256", "ES384", "ES512", "EdDSA"}
 )
 #: Shortest accepted shared API key (same bar as the LiveKit secret).
-MIN_SHARED_KEY_LENGTH = 32
+MIN_SHARED_KEY_LENGTH = MIN_SECRET_LENGTH
 #: Least entropy a secret or key must show, estimated from its characters' frequencies
 #: (bits): 32 random hex digits show about 90 or more, `openssl rand -base64 36` about 230;
 #: one letter repeated shows 0, two alternating 1 bit per character.
@@ -111,7 +108,7 @@ class Settings(BaseSettings):
     #: The worker's explicit dispatch name; no default here (it lives in `.env.example`).
     agent_name: str = Field(validation_alias="AGENT_NAME")
     #: livekit-server's server API (the URL workers register with), for `dispatch_guard`.
-    livekit_url: str = Field(default="ws://127.0.0.1:7880", validation_alias="LIVEKIT_URL")
+    livekit_url: str = Field(default=LOCAL_LIVEKIT_URL, validation_alias="LIVEKIT_URL")
     #: A caller whose room no worker has taken within this long is told so and the room
     #: closed (it is dispatched again meanwhile); see `dispatch_guard`.
     token_no_agent_notice_seconds: float = Field(

@@ -40,6 +40,11 @@ TRANSPORTS = {
 CommaList = Annotated[list[str], NoDecode]
 
 
+#: livekit-server on this host at livekit.yaml's port: the default `LIVEKIT_URL` of the token
+#: server and of SIP provisioning.
+LOCAL_LIVEKIT_URL = "ws://127.0.0.1:7880"
+
+
 class TelephonySettings(BaseSettings):
     """The `SIP_*` settings (README "Phone calls"); part of the token server's `Settings`.
 
@@ -53,7 +58,7 @@ class TelephonySettings(BaseSettings):
     #: Run livekit-sip and provision the trunks below (compose: the `telephony` profile).
     sip_enabled: bool = Field(default=False, validation_alias="SIP_ENABLED")
     #: LiveKit's server API as this machine reaches it (`ws://` or `http://`).
-    livekit_url: str = Field(default="ws://127.0.0.1:7880", validation_alias="LIVEKIT_URL")
+    livekit_url: str = Field(default=LOCAL_LIVEKIT_URL, validation_alias="LIVEKIT_URL")
     #: The numbers you own at the provider (E.164, comma-separated); empty accepts any.
     sip_inbound_numbers: CommaList = Field(default_factory=list, validation_alias="SIP_INBOUND_NUMBERS")
     #: The provider's signalling addresses (IPs or CIDRs, comma-separated).
