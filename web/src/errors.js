@@ -208,6 +208,28 @@ export function agentTimeoutError({ joined, seconds }) {
       );
 }
 
+/** @returns {AppError} the agent left mid-call and no other took over within the grace period */
+export function agentLeftError() {
+  return new AppError('agent-left', 'The agent left', 'The agent left the conversation and no other took over.', 'Press Disconnect, then Connect to start a new conversation.');
+}
+
+/**
+ * @param {unknown} error why the browser could not switch the speaker
+ * @returns {AppError}
+ */
+export function speakerError(error) {
+  return new AppError('speaker-error', 'Speaker not available', `Could not switch the speaker: ${error?.message ?? error}.`, 'Pick another speaker.');
+}
+
+/**
+ * @param {unknown} error why a typed message could not be sent (null: there is no call)
+ * @returns {AppError}
+ */
+export function chatError(error) {
+  if (error === null) return new AppError('not-connected', 'Not connected', 'Connect first to send a message.');
+  return new AppError('chat-failed', 'Message not sent', `The message could not be sent: ${error?.message ?? error}.`, 'Check the connection and try again.');
+}
+
 /**
  * The server ended the call and said why (a closing notice on `voice.notice`).
  * @param {{code: string, message: string}} notice
