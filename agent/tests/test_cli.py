@@ -54,16 +54,36 @@ def test_unknown_command_is_refused() -> None:
 
 
 def test_an_untested_google_plugin_is_refused_at_start() -> None:
-    """The adapter (resilience.py) reaches into the plugin: another version must not start silently."""
-    from voice_agent.resilience import TESTED_PLUGIN_VERSIONS, UntestedPluginError, check_plugin_version
+    """The adapter (plugin_adapter.py) reaches into the plugin: another version must not start silently."""
+    from voice_agent.plugin_adapter import TESTED_VERSIONS, UntestedVersionError, check_versions
 
-    check_plugin_version(TESTED_PLUGIN_VERSIONS[0])
-    try:
-        check_plugin_version("99.0.0")
-    except UntestedPluginError as exc:
-        assert "99.0.0" in str(exc) and TESTED_PLUGIN_VERSIONS[0] in str(exc)
-    else:
-        raise AssertionError("an untested plugin version was accepted")
+    tested = {name: versions[0] for name, versions in TESTED_VERSIONS.items()}
+    check_versions(tested)
+    for name in TESTED_VERSIONS:
+        try:
+            check_versions({**tested, name: "99.0.0"})
+        except UntestedVersionError as exc:
+            assert f"{name} 99.0.0" in str(exc) and TESTED_VERSIONS[name][0] in str(exc)
+        else:
+            raise AssertionError(f"an untested {name} was accepted")
+
+
+def test_the_worker_refuses_an_untested_plugin_with_one_line() -> None:
+    """At start-up, before the worker registers: exit 2 and one line (no traceback)."""
+    script = ("import sys; from voice_agent import plugin_adapter as a; "
+              "a.installed_versions = lambda: {**{n: v[0] for n, v in a.TESTED_VERSIONS.items()}, "
+              "'livekit-plugins-google': '1.9.0'}; "
+              "from voice_agent.__main__ import main; sys.exit(main(['start']))")
+    clean = {k: v for k, v in os.environ.items() if not k.startswith(("LIVEKIT_", "GOOGLE_", "AGENT_", "GEMINI_"))}
+    result = subprocess.run(
+        [sys.executable, "-c", script],
+        env={**clean, **_worker_env(AGENT_METRICS_PORT="0"),
+             "PYTHONPATH": os.pathsep.join([str(AGENT_DIR), str(AGENT_DIR.parent / "calls")])},
+        capture_output=True, text=True, timeout=180,
+    )
+    assert result.returncode == 2, result.stderr
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("voice_agent: livekit-plugins-google 1.9.0 is installed"), lines
 
 
 def _worker_env(**extra: str) -> dict[str, str]:

@@ -81,11 +81,11 @@ def main(argv: list[str]) -> int:
         print(f"voice_agent: cannot start: {problem}", file=sys.stderr)
         return 2
 
-    from .resilience import UntestedPluginError, check_plugin_version
+    from .plugin_adapter import UntestedVersionError, check_versions
 
     try:
-        check_plugin_version()
-    except UntestedPluginError as exc:
+        check_versions()  # plugin_adapter.py reaches into these libraries' private members
+    except UntestedVersionError as exc:
         print(f"voice_agent: {exc}", file=sys.stderr)
         return 2
 

@@ -1,22 +1,32 @@
-"""Gemini Live link faults, the parts with no plugin internals (resilience.py uses them).
+"""Gemini Live link faults: the pure retry, backoff and replay logic (no plugin internals).
 
 How a failed handshake is sorted (`classify_connect_error` -> `ConnectFailure`), how long to
-wait before the next one (`RetryPolicy`), what a call is told about its model link
-(`ModelLinkListener`), and what is kept to replay after a reconnect (`ReplayBuffer`).
+wait before the next one (`RetryPolicy`) and the retry loop itself (`open_with_retry`), what a
+call is told about its model link (`ModelLinkListener`), what is kept to replay after a
+reconnect (`ReplayBuffer`) and how much of it a resumption handle surely covers
+(`InFlightWindow`). resilience.py puts these to work through the plugin adapter
+(plugin_adapter.py), the one module that touches livekit-plugins-google's internals.
 """
 
 from __future__ import annotations
 
+import asyncio
 import http
+import logging
 import re
 import ssl
 import time
+from collections import deque
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from enum import StrEnum
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeVar
 
 from google.genai import errors as genai_errors
 from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidStatus
+
+logger = logging.getLogger("voice_agent.model")
+T = TypeVar("T")
 
 
 class FailureKind(StrEnum):
@@ -130,6 +140,57 @@ class RetryPolicy:
         return delay
 
 
+async def open_with_retry(
+    open_once: Callable[[], Awaitable[T]],
+    policy: RetryPolicy,
+    on_failure: Callable[[ConnectFailure, int, float | None], None],
+    before_give_up: Callable[[], Awaitable[None]],
+) -> T:
+    """Open a connection, retrying failed handshakes with `policy`'s backoff.
+
+    Each attempt (`open_once()`) may take `policy.connect_timeout_s`. A failure is sorted by
+    `classify_connect_error`; `on_failure(failure, attempt, retry_in_s)` hears of each one
+    (`retry_in_s` None: no retry follows). Giving up (a failure not worth retrying, or
+    `policy.give_up_after_s` spent since the first failure) awaits `before_give_up()` first.
+
+    Written with no plugin types so it could be proposed to livekit-plugins-google, whose
+    session treats any failed handshake (first or reconnect) as fatal.
+
+    Returns:
+        What `open_once` returned.
+    Raises:
+        ModelUnavailableError: retrying stopped; chained to the last handshake's error.
+    """
+    attempt = 0
+    first_failure_at: float | None = None
+    while True:
+        try:
+            return await asyncio.wait_for(open_once(), policy.connect_timeout_s)
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            failure = classify_connect_error(exc)
+            now = time.monotonic()
+            first_failure_at = first_failure_at if first_failure_at is not None else now
+            delay = policy.delay(attempt, failure)
+            out_of_time = now - first_failure_at + delay > policy.give_up_after_s
+            if not failure.retryable or out_of_time:
+                logger.error(
+                    "Gemini Live unavailable: %s (%s); giving up after %d attempt(s)",
+                    failure.detail, failure.kind, attempt + 1,
+                )
+                on_failure(failure, attempt, None)
+                await before_give_up()
+                raise ModelUnavailableError(failure, attempt + 1) from exc
+            logger.warning(
+                "Gemini Live handshake failed: %s (%s); retry %d in %.1f s",
+                failure.detail, failure.kind, attempt + 1, delay,
+            )
+            on_failure(failure, attempt, delay)
+            await asyncio.sleep(delay)
+            attempt += 1
+
+
 class ModelUnavailableError(Exception):
     """Gemini Live could not be reached (or refused us) and retrying stopped."""
 
@@ -173,8 +234,7 @@ class ReplayBuffer:
     t + (one way); the handle, issued then, reached us one way later and was read after
     this loop's lag. So a handle read at time T surely covers only what was sent before
     T - (round trip + loop lag), and the session releases just that, less a margin
-    (`resilience.ResilientRealtimeSession._in_flight_s`). A replay may repeat that much audio,
-    usually silence.
+    (`InFlightWindow`). A replay may repeat that much audio, usually silence.
     """
 
     limit_bytes: int
@@ -199,6 +259,40 @@ class ReplayBuffer:
         """Forget what was sent before ``cutoff`` (monotonic s): a handle surely covers it."""
         keep = [item for item in self.items if item.at >= cutoff]
         self.items, self.audio_bytes = keep, sum(item.audio_bytes for item in keep)
+
+
+class InFlightWindow:
+    """How long before now a message may have been sent and still not be covered by a handle
+    read now (see `ReplayBuffer`): the worst recent round trip + this loop's lag + a margin.
+
+    Args:
+        margin_s: added to round trip and lag (s).
+        lag_tick_s: `watch_loop_lag` measures the loop's lag this often (s).
+    """
+
+    def __init__(self, margin_s: float = 0.5, lag_tick_s: float = 0.05) -> None:
+        self.margin_s = margin_s
+        self.lag_tick_s = lag_tick_s
+        self.round_trips: deque[float] = deque(maxlen=3)
+        self.lag_s = 0.0
+        self.last_tick = time.monotonic()
+
+    def note_round_trip(self, seconds: float) -> None:
+        """A WebSocket ping's round trip (s)."""
+        self.round_trips.append(seconds)
+
+    async def watch_loop_lag(self) -> None:
+        """Keep a decaying maximum of how late this event loop runs (s); runs until cancelled."""
+        while True:
+            before = time.monotonic()
+            await asyncio.sleep(self.lag_tick_s)
+            self.last_tick = time.monotonic()
+            self.lag_s = max(self.lag_s * 0.9, self.last_tick - before - self.lag_tick_s)
+
+    def seconds(self) -> float:
+        """The window now (s): a stalled loop counts from its last tick."""
+        lag = max(self.lag_s, time.monotonic() - self.last_tick - self.lag_tick_s)
+        return self.margin_s + max(self.round_trips, default=0.0) + lag
 
 
 def parse_time_left(value: str | None) -> float | None:
