@@ -100,6 +100,10 @@ def main(argv: list[str]) -> int:
     threading.Thread(target=_check_operator_tools, args=(settings,), name="operator-tools-check", daemon=True).start()
     if settings.ready_file is not None:
         settings.ready_file.unlink(missing_ok=True)  # set again by the registration (server.py)
+    # Not `cli.run_app(server)` as in LiveKit's agent starter: in livekit-agents 1.8 that is the
+    # deprecated rich CLI (`cli._legacy`), which parses sys.argv itself and would take over the
+    # argument checks above; `livekit.agents.__main__` is the thin interface it points to
+    # instead, and runs the same AgentServer (`server.server`, found in server.py).
     try:
         return agents_main(["start", server.__file__, "--log-level", settings.log_level, *command[1:]]) or 0
     finally:

@@ -14,7 +14,8 @@ the middle of it; this module decides the call's life):
 The call's life: start the session (it joins the room while the model connects) -> identify
 the caller -> wait for the model link -> personalise -> greet -> converse; no caller within
 `participant_timeout_s` ends the job cleanly. Model-link faults (drops, GoAway, refusals) are absorbed by
-`resilience.py`; `link.py` decides what the caller hears and reads meanwhile.
+`resilience.py`; `link.py` decides what the caller hears and reads meanwhile; `call_room.py` holds
+the room, watches the caller and ends the job.
 """
 
 from __future__ import annotations
@@ -22,13 +23,9 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-from collections.abc import Callable
-from dataclasses import dataclass
-from typing import Literal
 
 from livekit import rtc
 from livekit.agents import (
-    NOT_GIVEN,
     AgentServer,
     AgentSession,
     CloseEvent,
@@ -43,10 +40,10 @@ from livekit.agents import (
 from voice_calls import budget
 from voice_calls.records import accepted_key
 
-from . import claims, guards, metrics, notices, operator_tools, records, telephony, vision
+from . import call_room, guards, metrics, operator_tools, records, telephony, vision
 from .assistant import Assistant
 from .capacity import CapacityPublisher
-from .link import FILLER_TEXT, GIVE_UP_TEXT, CallLink, clip_frames, load_clip
+from .link import CallLink
 from .model import build_realtime_model, model_ssl_context, room_io_options
 from .settings import AgentSettings
 from .tools import Faq
@@ -60,8 +57,8 @@ settings = AgentSettings()
 _CALL_MODULES = tuple(
     f"{__package__}.{name}"
     for name in (
-        "assistant", "capacity", "claims", "guards", "link", "metrics", "model", "model_faults", "notices",
-        "operator_tools", "records", "resilience", "telephony", "tools", "watchdog",
+        "assistant", "call_room", "capacity", "claims", "guards", "link", "metrics", "model", "model_faults", "notices",
+        "operator_tools", "plugin_adapter", "records", "resilience", "telephony", "tools", "watchdog",
     )
 ) + ("livekit.agents.llm.async_toolset", "anyio._backends._asyncio", "anyio._core._sockets")
 #: livekit-agents requires a threshold below 1 in production; full means `max_calls` calls.
@@ -139,42 +136,6 @@ def _on_registered(worker_id: str, _server_info: object) -> None:
         _watchdog_task = asyncio.get_running_loop().create_task(watchdog.run(), name="call-watchdog")
 
 
-@dataclass(frozen=True)
-class DispatchInfo:
-    """Who the token server dispatched us for: the job metadata, JSON written by the token server.
-
-    Shape: `{"participant_identity": str, "participant_name": str | null}`; both optional.
-    """
-
-    participant_identity: str | None = None
-    participant_name: str | None = None
-
-    @classmethod
-    def parse(cls, metadata: str) -> DispatchInfo:
-        """Parse job metadata; malformed or empty metadata gives an empty DispatchInfo."""
-        try:
-            data = json.loads(metadata) if metadata else {}
-        except json.JSONDecodeError:
-            logger.warning("ignoring dispatch metadata that is not JSON")
-            return cls()
-        if not isinstance(data, dict):
-            return cls()
-        return cls(data.get("participant_identity") or None, data.get("participant_name") or None)
-
-
-async def _tell_caller(ctx: JobContext, text: str, caller_here: asyncio.Event | None = None) -> None:
-    """Show a line in the caller's transcript (when the model cannot speak it).
-
-    A text stream reaches only the participants in the room when it is sent, and the model
-    connects while the caller may still be joining: with `caller_here`, wait for it first.
-    """
-    if caller_here is not None:
-        await caller_here.wait()
-    await ctx.room.local_participant.send_text(
-        text, topic="lk.transcription", attributes={"lk.transcription_final": "true"}
-    )
-
-
 _marker: records.aioredis.Redis | None = None
 
 
@@ -194,55 +155,28 @@ async def _accept(request: JobRequest) -> None:
     await request.accept()
 
 
-#: Jobs of this process that ended their call on purpose (all else is an interruption).
-_left_on_purpose: set[str] = set()
-
-
-def _leave(ctx: JobContext, reason: str) -> None:
-    """End the job on purpose (the call is over, or it is not ours)."""
-    _left_on_purpose.add(ctx.job.id)
-    ctx.shutdown(reason=reason)
-
-
-async def _on_session_end(ctx: JobContext) -> None:
-    """Runs as the job ends, before it leaves the room: a job that did not end on purpose (its
-    worker's drain timed out, or the worker stops) tells a caller still there that a new
-    agent is coming (the watchdog brings one)."""
-    if ctx.job.id in _left_on_purpose:
-        return
-    kinds = {p.kind for p in ctx.room.remote_participants.values()}
-    if rtc.ParticipantKind.PARTICIPANT_KIND_STANDARD not in kinds:
-        return
-    logger.warning("the job ends with the caller still in the room; telling them another agent comes")
-    try:
-        await ctx.room.local_participant.publish_data(
-            notices.RECONNECTING.payload(), reliable=True, topic=notices.TOPIC)
-    except Exception as exc:  # the room may be going away
-        logger.info("could not tell the caller: %s", exc)
-
-
-@server.rtc_session(agent_name=settings.agent_name, on_request=_accept, on_session_end=_on_session_end)
+@server.rtc_session(agent_name=settings.agent_name, on_request=_accept, on_session_end=call_room.on_session_end)
 async def entrypoint(ctx: JobContext) -> None:
     """Run one call in `ctx.room` until the caller leaves or the job is shut down."""
     ctx.log_context_fields = {"room": ctx.room.name}
-    dispatch = DispatchInfo.parse(ctx.job.metadata)
+    dispatch = call_room.DispatchInfo.parse(ctx.job.metadata)
 
     missing = settings.missing_model_credentials()
     if missing:
         await ctx.connect()
         logger.error("cannot answer the call: %s", missing)
-        await _tell_caller(ctx, "This assistant is not configured yet: the operator must set its Gemini credentials.")
-        _leave(ctx, missing)
+        await call_room.tell_caller(ctx, "This assistant is not configured yet: the operator must set its Gemini credentials.")
+        call_room.leave(ctx, missing)
         return
 
     # The operator's knowledge index and MCP servers, opened while the room is claimed.
     opening_tools = asyncio.create_task(operator_tools.open_for_call(settings))
     # 0. hold the room: one agent per room, even when a dispatch is repeated (records.py).
-    call = await _hold_room(ctx)
+    call = await call_room.hold_room(ctx, settings, retention)
     own_tools = await opening_tools
     ctx.add_shutdown_callback(own_tools.aclose)
     if call is False:
-        _leave(ctx, "another agent serves this room")
+        call_room.leave(ctx, "another agent serves this room")
         return
     earlier = await call.load_turns() if call is not None else []
     if call is not None:
@@ -280,11 +214,11 @@ async def entrypoint(ctx: JobContext) -> None:
     counted.attach(ctx, model, session)
     caller_here = asyncio.Event()
     link = CallLink(
-        tell=lambda text: _tell_caller(ctx, text, caller_here),
-        play_filler=lambda: _play_filler(session, counted),
+        tell=lambda text: call_room.tell_caller(ctx, text, caller_here),
+        play_filler=lambda: call_room.play_filler(session, counted, settings.filler_wav),
         filler_after_s=settings.filler_after_s,
         filler_repeat_s=settings.filler_repeat_s,
-        play_give_up=lambda: _play_give_up(session),
+        play_give_up=lambda: call_room.play_give_up(session, settings.give_up_wav),
         on_event=(lambda name, fields: call.event("lifecycle", {"event": name, **fields})) if call else None,
     )
     model.add_listener(link)
@@ -292,15 +226,15 @@ async def entrypoint(ctx: JobContext) -> None:
     if call is not None:
         records.record_session(session, call)
     await own_tools.install(
-        assistant, session, ready=assistant.greeting_done, tell=lambda text: _tell_caller(ctx, text, caller_here),
-        play_filler=lambda: _play_filler(session, counted), record=call.event if call else None,
+        assistant, session, ready=assistant.greeting_done, tell=lambda text: call_room.tell_caller(ctx, text, caller_here),
+        play_filler=lambda: call_room.play_filler(session, counted, settings.filler_wav), record=call.event if call else None,
     )
 
     @session.on("close")
     def _on_close(event: CloseEvent) -> None:
         if event.reason == CloseReason.ERROR:
             # The model could not be reached (or was lost) and retrying stopped.
-            asyncio.create_task(_end_call(ctx, call, link.gave_up_message(), reason="model unavailable"))
+            asyncio.create_task(call_room.end_call(ctx, call, link.gave_up_message(), reason="model unavailable"))
 
     # 1. start, as LiveKit's agent starter does: the session joins the room itself, while the
     # agent and its model connection start, so the two overlap. The caller is linked once the
@@ -315,7 +249,7 @@ async def entrypoint(ctx: JobContext) -> None:
             audio_output=audio_output,
             text_output=text_output,
             video_input=vision.enabled(settings.video_input),
-            # A caller whose network drops may come back: `_watch_caller` decides when it is over.
+            # A caller whose network drops may come back: `call_room.watch_caller` decides when it is over.
             close_on_disconnect=False,
         ),
         record=False,
@@ -336,7 +270,7 @@ async def entrypoint(ctx: JobContext) -> None:
         logger.info("no caller joined within %.0f s; ending the job", settings.participant_timeout_s)
         if call is not None:
             call.end("no caller")
-        _leave(ctx, "no participant joined")
+        call_room.leave(ctx, "no participant joined")
         return
     ctx.log_context_fields = {"room": ctx.room.name, "participant": participant.identity}
     caller_here.set()
@@ -345,7 +279,8 @@ async def entrypoint(ctx: JobContext) -> None:
     guards.guard_call_length(ctx, session, call, settings.max_call_s, settings.max_call_warning_s)
     if call is not None:
         call.set_participant(participant.identity, participant.name or dispatch.participant_name)
-    _watch_caller(ctx, call, participant.identity, left=phone.left_reason if phone else lambda: "caller left")
+    call_room.watch_caller(ctx, call, participant.identity, left=phone.left_reason if phone else lambda: "caller left",
+                           return_timeout_s=settings.caller_return_timeout_s)
     if phone is not None:
         if call is not None:
             call.set_phone(direction=phone.dispatch.direction, **phone.describe(participant))
@@ -353,13 +288,13 @@ async def entrypoint(ctx: JobContext) -> None:
             await phone.start(ctx.room, session, participant)  # until answered
         except RuntimeError as exc:
             logger.info("the phone call ended before it was answered (%s)", exc)
-            return  # `_watch_caller` ends the call
+            return  # `call_room.watch_caller` ends the call
 
     # 3. the model link: retried with backoff while that makes sense (see resilience.py).
     ready_timeout = settings.model_retry_give_up_s + 2 * settings.model_connect_timeout_s
     if not await link.wait_ready(timeout=ready_timeout):
         if link.gave_up is None:  # neither connected nor failed for good: should not happen
-            await _end_call(ctx, call, link.gave_up_message(), reason="model not ready")
+            await call_room.end_call(ctx, call, link.gave_up_message(), reason="model not ready")
         return  # the session's close handler tells the caller and ends the job
 
     # 4. personalise and greet (or pick up where an earlier agent of this call stopped).
@@ -372,124 +307,3 @@ async def entrypoint(ctx: JobContext) -> None:
         )
 
 
-async def _hold_room(ctx: JobContext) -> records.CallRecorder | None | Literal[False]:
-    """Claim the room for this job (claims.py). The recorder, None without Redis, False if taken."""
-    if not settings.redis_url:
-        return None
-    # Named connections: the watchdog tells a dead job from a stalled one by them.
-    client = records.connect(settings.redis_url, client_name=claims.job_client_name(ctx.job.id))
-    claim = claims.RoomClaim(client, ctx.room.name, ctx.job.id)
-    ttl_ms = int(settings.room_claim_ttl_s * 1000)
-    if await claim.take(ttl_ms) is False:
-        logger.info("another agent already serves this room; this job leaves")
-        await client.aclose()
-        return False
-    call = records.CallRecorder(client, ctx.room.name, ctx.job.id, retention=retention)
-
-    async def keep_holding() -> None:
-        while True:
-            await asyncio.sleep(settings.room_claim_refresh_s)
-            if not await claim.refresh(ttl_ms):
-                logger.error("this call was handed to another job (this one was taken for dead); leaving")
-                _leave(ctx, "room claimed by another job")
-                return
-
-    holder = asyncio.create_task(keep_holding())
-
-    async def let_go(reason: str) -> None:
-        holder.cancel()
-        call.event("lifecycle", {"event": "job_ended", "reason": reason})
-        # The record's close must be written before the room is let go: the watchdog takes an
-        # open call nobody holds for a lost agent.
-        await call.aclose()
-        await claim.release()
-        await client.aclose()
-
-    ctx.add_shutdown_callback(let_go)
-    return call
-
-
-def _watch_caller(
-    ctx: JobContext, call: records.CallRecorder | None, identity: str, left: Callable[[], str]
-) -> None:
-    """End the call when the caller hangs up, or has not come back within the return timeout.
-
-    `left` says why, when the caller left on purpose ("caller left"; a phone call just
-    transferred: "transferred to ...").
-    """
-    state: dict[str, asyncio.Task[None] | None] = {"timer": None}
-
-    async def wait_for_return() -> None:
-        await asyncio.sleep(settings.caller_return_timeout_s)
-        logger.info("the caller did not come back within %.0f s; ending the call", settings.caller_return_timeout_s)
-        if call is not None:
-            call.end("caller did not return")
-        _leave(ctx, "caller did not return")
-
-    @ctx.room.on("participant_disconnected")
-    def _left(participant: rtc.RemoteParticipant) -> None:
-        if participant.identity != identity:
-            return
-        # A phone line that drops never comes back: a new call is a new room.
-        if (participant.disconnect_reason == rtc.DisconnectReason.CLIENT_INITIATED
-                or participant.kind == rtc.ParticipantKind.PARTICIPANT_KIND_SIP):
-            reason = left()
-            if call is not None:
-                call.end(reason)
-            _leave(ctx, reason)
-            return
-        reason = _reason_name(participant.disconnect_reason)
-        logger.warning("the caller dropped (%s); waiting for them to come back", reason)
-        if call is not None:
-            call.event("lifecycle", {"event": "caller_dropped", "reason": reason})
-        if state["timer"] is None or state["timer"].done():
-            state["timer"] = asyncio.create_task(wait_for_return())
-
-    @ctx.room.on("participant_connected")
-    def _back(participant: rtc.RemoteParticipant) -> None:
-        timer = state["timer"]
-        if participant.identity == identity and timer is not None and not timer.done():
-            timer.cancel()
-            logger.info("the caller is back")
-            if call is not None:
-                call.event("lifecycle", {"event": "caller_returned"})
-
-
-def _reason_name(reason: int | None) -> str:
-    """A LiveKit DisconnectReason as its name (CONNECTION_TIMEOUT, ...) for logs and records."""
-    try:
-        return rtc.DisconnectReason.Name(reason) if reason is not None else "UNKNOWN_REASON"  # type: ignore[arg-type]
-    except ValueError:
-        return str(reason)
-
-
-async def _play_give_up(session: AgentSession) -> None:
-    """Say the give-up clip and wait until it has played (at most its length + 2 s)."""
-    try:
-        handle = session.say(GIVE_UP_TEXT, audio=clip_frames(settings.give_up_wav), add_to_chat_ctx=False)
-        rate, pcm = load_clip(settings.give_up_wav)
-        await asyncio.wait_for(handle.wait_for_playout(), len(pcm) / 2 / rate + 2.0)
-    except (RuntimeError, TimeoutError) as exc:  # the session is closing, or playout stalled
-        logger.info("give-up clip not played to its end: %s", exc)
-
-
-def _play_filler(session: AgentSession, counted: metrics.CallMetrics) -> None:
-    """Say "One moment, please." with the pre-rendered clip (the model cannot speak now)."""
-    try:
-        session.say(FILLER_TEXT, audio=clip_frames(settings.filler_wav), add_to_chat_ctx=False)
-    except RuntimeError as exc:  # the session is closing
-        logger.debug("no filler: %s", exc)
-        return
-    counted.filler_played()
-
-
-async def _end_call(ctx: JobContext, call: records.CallRecorder | None, message: str, *, reason: str) -> None:
-    """Tell the caller why the call ends, then end the job (the worker keeps running)."""
-    logger.error("ending the call: %s", reason)
-    if call is not None:
-        call.end(reason)
-    try:
-        await _tell_caller(ctx, message)
-    except Exception as exc:  # the room may be gone already
-        logger.warning("could not tell the caller: %s", exc)
-    _leave(ctx, reason)
