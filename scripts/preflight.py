@@ -18,7 +18,8 @@ from pathlib import Path
 import yaml
 
 from scripts import procs
-from scripts.stack import LIVEKIT_CONFIG, HealthCheck, process_enabled
+from scripts.health import HealthCheck
+from scripts.stack import LIVEKIT_CONFIG, process_enabled
 
 
 @dataclass(frozen=True)

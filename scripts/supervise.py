@@ -1,7 +1,7 @@
 """The native run's supervisor: honcho's Manager, stopping in stages and waiting for everything.
 
-honcho (2.0, pinned in requirements.lock; this module is the one place that reaches into
-its Manager) starts the Procfile's commands, each in a session of its own, and merges
+honcho (2.0, pinned in requirements.lock; reached through honcho_adapter.py, the one place
+that touches its private members) starts the Procfile's commands, each in a session of its own, and merges
 their output. Its stop is too blunt for a voice appliance: SIGTERM to every process at
 once, SIGKILL to their process groups `KILL_WAIT` seconds later, and a return as soon as
 each command's shell has exited. A worker that supervisord runs in a process group of its
@@ -35,10 +35,7 @@ import time
 from collections.abc import Mapping
 from typing import Any
 
-import honcho
-from honcho import manager as honcho_manager
-
-from scripts import procs
+from scripts import honcho_adapter, procs
 
 #: The stop order, by Procfile name; a process in no stage stops with the second one.
 STOP_STAGES: tuple[tuple[str, ...], ...] = (("agent", "sip"), ("token-server", "web", "livekit"), ("redis",))
@@ -48,11 +45,7 @@ RESIGNAL_AFTER_S: Mapping[str, float] = {"livekit": 10.0, "web": 10.0}
 STATUS_EVERY_S = 30.0
 _EXIT_CODES = {signal.SIGINT: 130, signal.SIGTERM: 143}
 
-if not honcho.__version__.startswith("2."):
-    raise ImportError(f"scripts/supervise.py adapts honcho 2.x's Manager, found {honcho.__version__}")
-
-
-class StagedManager(honcho_manager.Manager):  # type: ignore[misc]
+class StagedManager(honcho_adapter.AdaptedManager):
     """honcho's Manager with the staged stop and the wait described in the module docstring.
 
     Args:
@@ -68,32 +61,21 @@ class StagedManager(honcho_manager.Manager):  # type: ignore[misc]
         self._stopper: threading.Thread | None = None
         self.subreaper = procs.become_subreaper()
 
-    @property
-    def stopping(self) -> bool:
-        """True once a stop has begun (Ctrl-C, SIGTERM, or a process exited)."""
-        return bool(self._terminating)
-
-    def pids(self) -> dict[str, int]:
-        """The pid of each started Procfile command (its session id), by name."""
-        return {name: p["pid"] for name, p in self._processes.items() if p.get("pid")}
-
     def run_processes(self) -> set[int]:
         """Every live process this run started (its descendants, honcho's own included)."""
         return procs.tree(os.getpid())
 
     # --- honcho's hooks -----------------------------------------------------------------
 
-    def _start(self) -> None:
-        super()._start()
+    def started(self) -> None:
         # honcho installed its handlers in loop(); ours tell a first signal from a second.
         signal.signal(signal.SIGINT, self._on_signal)
         signal.signal(signal.SIGTERM, self._on_signal)
 
     def terminate(self) -> None:
         """Begin the staged stop (honcho calls this when a process exits on its own)."""
-        if self._terminating:
+        if not self.begin_stop():
             return
-        self._terminating = True
         self._stopper = threading.Thread(target=self._stop_in_stages, name="staged-stop", daemon=True)
         self._stopper.start()
 
@@ -103,9 +85,8 @@ class StagedManager(honcho_manager.Manager):  # type: ignore[misc]
     def loop(self) -> None:
         """Run until every process of the run has exited (see the module docstring)."""
         super().loop()
-        for p in self._processes.values():
-            if "process" in p:
-                p["process"].join(5)
+        for runner in self.runners():
+            runner.join(5)
         announced = False
         while left := self.run_processes():
             if self._forced.is_set():
@@ -122,7 +103,7 @@ class StagedManager(honcho_manager.Manager):  # type: ignore[misc]
 
     def _on_signal(self, signum: int, _frame: object) -> None:
         name = signal.Signals(signum).name
-        if not self._terminating:
+        if not self.stopping:
             self.returncode = _EXIT_CODES.get(signum, 1)
             self._say(f"{name} received: stopping (Ctrl-C again stops everything at once)")
             self.terminate()
@@ -133,9 +114,9 @@ class StagedManager(honcho_manager.Manager):  # type: ignore[misc]
     def _stop_in_stages(self) -> None:
         staged = {n for stage in STOP_STAGES for n in stage}
         stages = [list(stage) for stage in STOP_STAGES]
-        stages[1] += [n for n in self._processes if n not in staged]
+        stages[1] += [n for n in self.names() if n not in staged]
         for stage in stages:
-            names = [n for n in stage if n in self._processes]
+            names = [n for n in stage if n in self.names()]
             if not self._stop_stage(names):
                 return
 
@@ -145,16 +126,16 @@ class StagedManager(honcho_manager.Manager):  # type: ignore[misc]
         started = time.monotonic()
         resignal = {n: started + RESIGNAL_AFTER_S[n] for n in names if n in RESIGNAL_AFTER_S}
         for name in names:
-            if name in pids and self._running(name):
+            if name in pids and not self.exited(name):
                 self._say(f"sending SIGTERM to {name} (pid {pids[name]})"
                           + (f": {self._notes[name]}" if name in self._notes else ""))
-                self._procmgr.terminate(pids[name])
+                self.process_manager.terminate(pids[name])
         next_status = started + STATUS_EVERY_S
         while True:
             if self._forced.is_set():
                 return False
             alive = {sid: found for sid, found in procs.sessions(pids.values()).items() if found}
-            waiting = [n for n in names if self._running(n) or pids.get(n) in alive]
+            waiting = [n for n in names if not self.exited(n) or pids.get(n) in alive]
             if not waiting:
                 return True
             now = time.monotonic()
@@ -163,7 +144,7 @@ class StagedManager(honcho_manager.Manager):  # type: ignore[misc]
                 if name in waiting:
                     self._say(f"{name} is still stopping after {RESIGNAL_AFTER_S[name]:.0f} s: "
                               f"SIGTERM again (it closes what is left at once)")
-                    self._procmgr.terminate(pids[name])
+                    self.process_manager.terminate(pids[name])
             if now >= next_status:
                 next_status = now + STATUS_EVERY_S
                 self._say(f"still stopping after {now - started:.0f} s: " + ", ".join(
@@ -174,22 +155,18 @@ class StagedManager(honcho_manager.Manager):  # type: ignore[misc]
         """The pids of `names`, waiting for honcho to report the start of each (a stop
         can begin while it is still starting them)."""
         deadline = time.monotonic() + timeout_s
-        while any(n not in self.pids() and "returncode" not in self._processes[n] for n in names):
+        while any(n not in self.pids() and not self.exited(n) for n in names):
             if time.monotonic() > deadline or self._forced.is_set():
                 break
             time.sleep(0.05)
         return {n: pid for n, pid in self.pids().items() if n in names}
-
-    def _running(self, name: str) -> bool:
-        """honcho has not yet seen `name`'s command exit."""
-        return "returncode" not in self._processes[name]
 
     def _force(self) -> None:
         self._forced.set()
         keep_last = set()
         for sid, found in procs.sessions(self.pids()[n] for n in STOP_STAGES[-1] if n in self.pids()).items():
             keep_last |= found | {sid}
-        honchos = {p["process"].pid for p in self._processes.values() if "process" in p}
+        honchos = {runner.pid for runner in self.runners()}
         _signal_all(self.run_processes() - keep_last - honchos, signal.SIGKILL)
 
         def then_the_last() -> None:
@@ -204,7 +181,7 @@ class StagedManager(honcho_manager.Manager):  # type: ignore[misc]
         threading.Thread(target=then_the_last, name="forced-stop", daemon=True).start()
 
     def _say(self, line: str) -> None:
-        self._system_print(line + "\n")
+        self.say(line)
         sys.stdout.flush()
 
 

@@ -22,7 +22,7 @@ from pathlib import Path
 import psutil
 import pytest
 
-from scripts import preflight, procs, stack
+from scripts import health, preflight, procs, stack
 from tests.e2e.caller import Caller
 from tests.e2e.harness import isolated_overrides
 from tests.ports import free_port
@@ -182,10 +182,10 @@ def test_ports_count_only_when_this_runs_own_processes_listen_on_them(tmp_path: 
                               cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
         deadline = time.monotonic() + 60
-        while not stack._http_ok(f"http://127.0.0.1:{port}/"):
+        while not health.http_ok(f"http://127.0.0.1:{port}/"):
             assert time.monotonic() < deadline and server.poll() is None, "the HTTP server did not start"
             time.sleep(0.2)
-        check = stack.HealthCheck("web", lambda: stack._http_ok(f"http://127.0.0.1:{port}/"), "GET /", lambda: [port])
+        check = stack.HealthCheck("web", lambda: health.http_ok(f"http://127.0.0.1:{port}/"), "GET /", lambda: [port])
         ours = procs.tree(os.getpid())
         assert server.pid in ours and preflight.ports_owned(check, ours)
         another_run = ours - {server.pid}
