@@ -34,7 +34,7 @@ import jwt
 from jwt import PyJWKClient
 from jwt.exceptions import PyJWKClientConnectionError, PyJWKClientError, PyJWKSetError
 
-from .settings import is_https_or_loopback
+from .addresses import is_https_or_loopback
 
 #: Seconds to wait for the provider's discovery document or JWKS.
 FETCH_TIMEOUT_S = 5

@@ -31,7 +31,8 @@ from flask import Flask, Request, Response, request
 from werkzeug.middleware.proxy_fix import ProxyFix
 
 from .errors import ApiError
-from .settings import Settings, is_loopback_host
+from .addresses import is_loopback_host
+from .settings import Settings
 
 SECURITY_HEADERS = {
     "X-Content-Type-Options": "nosniff",

@@ -6,11 +6,8 @@ Variable names carry no prefix: they are the stack's shared environment (the sam
 
 from __future__ import annotations
 
-import ipaddress
-import math
 import re
 import sys
-from collections import Counter
 from typing import Literal
 from urllib.parse import urlsplit
 
@@ -19,6 +16,8 @@ from pydantic import Field, SecretStr, ValidationError, field_validator, model_v
 from pydantic_settings import BaseSettings, SettingsConfigDict
 from voice_calls.credentials import LIVEKIT_DEV_SECRET, MIN_SECRET_LENGTH
 
+from .addresses import is_https_or_loopback, is_loopback_host
+from .key_strength import is_weak
 from .telephony import LOCAL_LIVEKIT_URL, TelephonySettings
 
 #: Exit status when the configuration is refused. 4 is gunicorn's APP_LOAD_ERROR: the
@@ -38,47 +37,11 @@ ASYMMETRIC_ALGORITHMS = frozenset(
 )
 #: Shortest accepted shared API key (same bar as the LiveKit secret).
 MIN_SHARED_KEY_LENGTH = MIN_SECRET_LENGTH
-#: Least entropy a secret or key must show, estimated from its characters' frequencies
-#: (bits): 32 random hex digits show about 90 or more, `openssl rand -base64 36` about 230;
-#: one letter repeated shows 0, two alternating 1 bit per character.
-MIN_KEY_ENTROPY_BITS = 80
-
-
-def estimated_entropy_bits(secret: str) -> float:
-    """Shannon entropy of `secret`'s character frequencies times its length (bits): an
-    upper bound on what a random-looking value holds, and near 0 for a repeated letter."""
-    counts = Counter(secret)
-    total = len(secret)
-    return -total * sum(n / total * math.log2(n / total) for n in counts.values()) if total else 0.0
-
-
-def _weak(secret: str) -> bool:
-    return estimated_entropy_bits(secret) < MIN_KEY_ENTROPY_BITS
 
 
 def split_list(value: str) -> list[str]:
     """``"a, b,,c"`` -> ``["a", "b", "c"]`` (comma-separated setting values)."""
     return [item.strip() for item in value.split(",") if item.strip()]
-
-
-def is_loopback_host(host: str) -> bool:
-    """Whether `host` (an address, ``[v6]`` or ``localhost``) only accepts connections from
-    this machine. Empty, ``0.0.0.0``, ``::`` and host names count as reachable from outside."""
-    host = host.strip().removeprefix("[").removesuffix("]")
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False  # a host name or all interfaces ("", "0.0.0.0", "::"): reachable from outside
-
-
-def is_https_or_loopback(url: str) -> bool:
-    """Whether `url` is https, or http to a loopback host (this machine only)."""
-    parts = urlsplit(url)
-    if not parts.hostname:
-        return False
-    return parts.scheme == "https" or (parts.scheme == "http" and is_loopback_host(parts.hostname))
 
 
 class Settings(BaseSettings):
@@ -280,7 +243,7 @@ class Settings(BaseSettings):
             raise ValueError("is LiveKit's dev default; generate a real one (e.g. `openssl rand -base64 36`)")
         if len(secret) < MIN_SECRET_LENGTH:
             raise ValueError(f"must be at least {MIN_SECRET_LENGTH} characters long")
-        if _weak(secret):
+        if is_weak(secret):
             raise ValueError("must be random (e.g. `openssl rand -base64 36`), not a repeated pattern")
         return value
 
@@ -349,7 +312,7 @@ class Settings(BaseSettings):
         keys = self.records_keys
         if any(len(key) < MIN_SHARED_KEY_LENGTH for key in keys):
             raise ValueError(f"RECORDS_API_KEYS: every key must be at least {MIN_SHARED_KEY_LENGTH} characters long")
-        if any(_weak(key) for key in keys):
+        if any(is_weak(key) for key in keys):
             raise ValueError("RECORDS_API_KEYS: every key must be random (e.g. `openssl rand -base64 36`)")
         if self.livekit_api_secret.get_secret_value() in keys:
             raise ValueError("RECORDS_API_KEYS must not contain LIVEKIT_API_SECRET")
@@ -377,7 +340,7 @@ class Settings(BaseSettings):
                 raise ValueError("TOKEN_AUTH_MODE=shared-key needs TOKEN_SHARED_KEYS")
             if any(len(key) < MIN_SHARED_KEY_LENGTH for key in keys):
                 raise ValueError(f"TOKEN_SHARED_KEYS: every key must be at least {MIN_SHARED_KEY_LENGTH} characters long")
-            if any(_weak(key) for key in keys):
+            if any(is_weak(key) for key in keys):
                 raise ValueError("TOKEN_SHARED_KEYS: every key must be random (e.g. `openssl rand -base64 36`)")
             if self.livekit_api_secret.get_secret_value() in keys:
                 raise ValueError("TOKEN_SHARED_KEYS must not contain LIVEKIT_API_SECRET")
