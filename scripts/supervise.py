@@ -1,8 +1,8 @@
 """The native run's supervisor: honcho's Manager, stopping in stages and waiting for everything.
 
 honcho (2.0, pinned in requirements.lock; reached through honcho_adapter.py, the one place
-that touches its private members) starts the Procfile's commands, each in a session of its own, and merges
-their output. Its stop is too blunt for a voice appliance: SIGTERM to every process at
+that touches its private members) starts the Procfile's commands, each in a session of its
+own, and merges their output. Its stop is too blunt for a voice appliance: SIGTERM to every process at
 once, SIGKILL to their process groups `KILL_WAIT` seconds later, and a return as soon as
 each command's shell has exited. A worker that supervisord runs in a process group of its
 own survives that kill and keeps draining (and holding its port) after `./scripts/run`
