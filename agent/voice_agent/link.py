@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from livekit import rtc
+from voice_calls import logs
 
 from .model_faults import ConnectFailure, FailureKind
 
@@ -127,16 +128,18 @@ class CallLink:
             outage = time.monotonic() - self.down_since
             self.recovered = True
             self.down_since = None
-            logger.info("model link back after %.2f s (%d message(s) replayed)", outage, replayed_messages)
+            logger.info("model link back after %.2f s (%d message(s) replayed)", outage, replayed_messages,
+                        extra={logs.EVENT: "model_reconnected"})
             self._on_event("model_reconnected", {"outage_s": round(outage, 3), "replayed": replayed_messages})
         elif first:
-            self._on_event("model_connected", {})
+            logger.info("model link up", extra={logs.EVENT: logs.MODEL_CONNECTED})
+            self._on_event(logs.MODEL_CONNECTED, {})
 
     def on_model_connection_lost(self, *, reason: str) -> None:
         self.connected.clear()
         if self.down_since is None:
             self.down_since = time.monotonic()
-        logger.warning("model link down (%s); reconnecting", reason)
+        logger.warning("model link down (%s); reconnecting", reason, extra={logs.EVENT: "model_link_lost"})
         self._on_event("model_link_lost", {"reason": reason})
         self._schedule_filler()
 

@@ -37,7 +37,7 @@ from livekit.agents import (
     llm,
     room_io,
 )
-from voice_calls import budget
+from voice_calls import budget, logs
 from voice_calls.records import accepted_key
 
 from . import call_room, guards, metrics, operator_tools, records, telephony, vision
@@ -155,10 +155,17 @@ async def _accept(request: JobRequest) -> None:
     await request.accept()
 
 
+async def _log_end(reason: str) -> None:
+    """The job's last line: the call (or this job's part of it) is over, and why."""
+    logger.info("job ended: %s", reason, extra={logs.EVENT: logs.CALL_ENDED, "reason": reason})
+
+
 @server.rtc_session(agent_name=settings.agent_name, on_request=_accept, on_session_end=call_room.on_session_end)
 async def entrypoint(ctx: JobContext) -> None:
     """Run one call in `ctx.room` until the caller leaves or the job is shut down."""
-    ctx.log_context_fields = {"room": ctx.room.name}
+    ctx.log_context_fields = logs.call_fields(room=ctx.room.name, job=ctx.job.id)
+    logger.info("job started for the call", extra={logs.EVENT: logs.CALL_DISPATCHED})
+    ctx.add_shutdown_callback(_log_end)
     dispatch = call_room.DispatchInfo.parse(ctx.job.metadata)
 
     missing = settings.missing_model_credentials()
@@ -272,7 +279,8 @@ async def entrypoint(ctx: JobContext) -> None:
             call.end("no caller")
         call_room.leave(ctx, "no participant joined")
         return
-    ctx.log_context_fields = {"room": ctx.room.name, "participant": participant.identity}
+    ctx.log_context_fields.update(logs.call_fields(
+        participant=participant.identity, call=phone.describe(participant)["sip_call_id"] if phone else None))
     caller_here.set()
     caller["identity"] = participant.identity
     counted.call_started()

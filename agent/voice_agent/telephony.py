@@ -32,12 +32,13 @@ from livekit import api, rtc
 from livekit.agents import AgentSession, RunContext, ToolError, function_tool, get_job_context, llm
 from livekit.agents.beta.tools import EndCallTool
 from livekit.agents.utils.participant import wait_for_participant_attribute
+from voice_calls import logs
 
 logger = logging.getLogger("voice_agent.telephony")
 
 #: LiveKit's SIP participant attributes.
 PHONE_NUMBER_ATTRIBUTE = "sip.phoneNumber"
-CALL_ID_ATTRIBUTE = "sip.callID"
+CALL_ID_ATTRIBUTE = logs.SIP_CALL_ID_ATTRIBUTE
 CALL_STATUS_ATTRIBUTE = "sip.callStatus"
 #: Keys pressed within this long of each other reach the model together (s).
 DTMF_GAP_S = 1.0

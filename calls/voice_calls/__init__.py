@@ -5,6 +5,7 @@ formats and the scripts that read them atomically live here, not in each service
 images copy this package next to their own (docker/services.Dockerfile); the native run and
 the tests put this folder on PYTHONPATH.
 
+* `logs`: the keys of a call's JSON log lines (room, participant, job, call) in every service.
 * `admission`: how many calls the agent workers can take, and the calls promised to callers
   who have a token but no agent yet (the token server's `503 at_capacity`).
 * `records`: the call records (keys, event stream fields and types, the ``(job, seq)``

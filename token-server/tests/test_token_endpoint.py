@@ -184,7 +184,7 @@ def test_one_log_line_per_token_without_secret_or_token(client: FlaskClient) -> 
     issued = [entry for entry in logs if entry["event"] == "token_issued"]
     assert len(issued) == 1
     assert issued[0]["room"] == body["room_name"]
-    assert issued[0]["identity"] == "carol"
+    assert issued[0]["participant"] == "carol"
     text = json.dumps(logs)
     assert API_SECRET not in text
     assert body["participant_token"] not in text

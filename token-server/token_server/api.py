@@ -17,6 +17,7 @@ from typing import Any
 import structlog
 from flask import Blueprint, Flask, Request, Response, current_app, jsonify, request
 from pydantic import ValidationError
+from voice_calls import logs
 
 from .admission import AdmissionControl
 from .budgets import Budgets
@@ -209,9 +210,8 @@ def issue_token() -> tuple[Response, int]:
     if metrics is not None:
         metrics.tokens_issued.inc()
     log.info(
-        "token_issued",
-        room=issued.room_name,
-        identity=issued.participant_identity,
+        logs.TOKEN_ISSUED,
+        **logs.call_fields(room=issued.room_name, participant=issued.participant_identity),
         auth_mode=caller.mode,
         agent_name=settings.agent_name,
         ttl_s=settings.token_ttl_seconds,

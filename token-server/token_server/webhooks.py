@@ -29,6 +29,7 @@ import structlog
 from flask import Blueprint, Flask, current_app, request
 from google.protobuf.json_format import ParseError
 from livekit import api
+from voice_calls import logs
 
 from .dispatch_guard import DispatchGuard, GuardTimes
 from .errors import ApiError
@@ -137,7 +138,7 @@ class WebhookHandler:
     def _joined(self, identity: str, room: str) -> None:
         if self._store.joined(identity, room, self._live_s, self._cap):
             return
-        log.warning("session_cap_enforced", room=room, identity=identity, cap=self._cap)
+        log.warning("session_cap_enforced", **logs.call_fields(room=room, participant=identity), cap=self._cap)
         try:
             self.end_call(room)
         except Exception as error:  # noqa: BLE001 - livekit-api's TwirpError, aiohttp's errors
@@ -155,8 +156,9 @@ def livekit_webhook() -> tuple[str, int]:
     metrics = get_metrics(current_app)
     if metrics is not None:
         metrics.webhook_events.labels(event=event.event or "unknown").inc()
-    log.info("livekit_event", livekit_event=event.event, room=event.room.name,
-             participant=event.participant.identity or None)
+    log.info("livekit_event", livekit_event=event.event, **logs.call_fields(
+        room=event.room.name, participant=event.participant.identity,
+        call=event.participant.attributes.get(logs.SIP_CALL_ID_ATTRIBUTE)))
     return "", 204
 
 
