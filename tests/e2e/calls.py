@@ -16,7 +16,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
-from collections.abc import Callable, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from typing import Any
 
 from scripts import stack
@@ -262,6 +262,17 @@ class ExtraWorker:
             self.process.wait(timeout_s)
         except subprocess.TimeoutExpired:
             self.kill()
+
+
+@contextlib.asynccontextmanager
+async def extra_worker(stack_: ProcessStack, log: Path) -> AsyncIterator[ExtraWorker]:
+    """An `ExtraWorker` registered for the block's length, then drained (SIGTERM) and stopped."""
+    worker = ExtraWorker(stack_, log)
+    await asyncio.to_thread(worker.start)
+    try:
+        yield worker
+    finally:
+        await asyncio.to_thread(worker.stop)
 
 
 async def wait_record(

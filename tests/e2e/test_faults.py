@@ -23,6 +23,7 @@ from tests.e2e.calls import (
     UTTERANCE,
     answered_once_more,
     ExtraWorker,
+    extra_worker,
     agent_lines,
     completed_audio_turns,
     greeted,
@@ -440,9 +441,7 @@ async def test_one_agent_per_room_with_two_workers_and_a_repeated_dispatch(
 ) -> None:
     from livekit import api
 
-    second = ExtraWorker(fault_stack, tmp_path / "second-worker.log")
-    await asyncio.to_thread(second.start)
-    try:
+    async with extra_worker(fault_stack, tmp_path / "second-worker.log"):
         started = time.monotonic()
         async with Caller(fault_stack.token_url, name="Ada") as caller:
             agents_seen: set[str] = set()
@@ -467,38 +466,41 @@ async def test_one_agent_per_room_with_two_workers_and_a_repeated_dispatch(
         assert len(agents_now) == 1 and len(agents_seen) == 1, (agents_now, agents_seen)
         model_sessions = sessions_since(fault_standin, started)
         assert len(model_sessions) == 1, "only one agent talked to the model"
-    finally:
-        await asyncio.to_thread(second.stop)
 
 
 async def test_a_killed_worker_s_call_is_taken_by_the_other_live_worker(
     fault_stack: ProcessStack, fault_standin: GeminiLiveStandin, tmp_path: Path
 ) -> None:
-    second = ExtraWorker(fault_stack, tmp_path / "second-worker.log")
-    await asyncio.to_thread(second.start)
     try:
-        started = time.monotonic()
-        async with Caller(fault_stack.token_url, name="Ada") as caller:
-            await greeted(caller, fault_standin, started)
-            room, first_agent = caller.room.name, caller.agent_identity()
-            serving = second.log if room in second.log.read_text(errors="replace") else fault_stack.log_dir / "agent.log"
-            worker = os.getpgid(job_pid(serving, room))  # the worker's process group
-            other = fault_stack.log_dir / "agent.log" if serving == second.log else second.log
-            killed_at = time.monotonic()
-            os.killpg(worker, signal.SIGKILL)  # the worker serving the call, and its jobs
-            await caller.wait_until(lambda: caller.agent_identity() not in (None, first_agent), 60, "a new agent")
-            await caller.wait_until(
-                lambda: caller.agent_audio.first_audible_after(killed_at + 0.5) is not None, 30, "the agent's voice"
-            )
-            back_s = caller.agent_audio.first_audible_after(killed_at + 0.5) - killed_at
-            assert room in other.read_text(errors="replace"), "the other, live worker took the call"
-            await answered_once_more(caller, fault_standin, started)
-        print(f"\nworker SIGKILL, another live worker -> agent audible again: {back_s:.1f} s")
-        record = load_record(fault_stack, room)
-        assert record["jobs"] == 2 and [e["why"] for e in record["events"] if e["event"] == "redispatched"] == ["gone"]
+        async with extra_worker(fault_stack, tmp_path / "second-worker.log") as second:
+            await killed_worker_s_call_goes_to(second, fault_stack, fault_standin)
     finally:
-        await asyncio.to_thread(second.stop)
         await wait_worker_ready(fault_stack, None)
+
+
+async def killed_worker_s_call_goes_to(
+    second: ExtraWorker, fault_stack: ProcessStack, fault_standin: GeminiLiveStandin
+) -> None:
+    """A call on one of two workers; the worker serving it is killed; the other takes it."""
+    started = time.monotonic()
+    async with Caller(fault_stack.token_url, name="Ada") as caller:
+        await greeted(caller, fault_standin, started)
+        room, first_agent = caller.room.name, caller.agent_identity()
+        serving = second.log if room in second.log.read_text(errors="replace") else fault_stack.log_dir / "agent.log"
+        worker = os.getpgid(job_pid(serving, room))  # the worker's process group
+        other = fault_stack.log_dir / "agent.log" if serving == second.log else second.log
+        killed_at = time.monotonic()
+        os.killpg(worker, signal.SIGKILL)  # the worker serving the call, and its jobs
+        await caller.wait_until(lambda: caller.agent_identity() not in (None, first_agent), 60, "a new agent")
+        await caller.wait_until(
+            lambda: caller.agent_audio.first_audible_after(killed_at + 0.5) is not None, 30, "the agent's voice"
+        )
+        back_s = caller.agent_audio.first_audible_after(killed_at + 0.5) - killed_at
+        assert room in other.read_text(errors="replace"), "the other, live worker took the call"
+        await answered_once_more(caller, fault_standin, started)
+    print(f"\nworker SIGKILL, another live worker -> agent audible again: {back_s:.1f} s")
+    record = load_record(fault_stack, room)
+    assert record["jobs"] == 2 and [e["why"] for e in record["events"] if e["event"] == "redispatched"] == ["gone"]
 
 
 async def test_an_agent_whose_event_loop_stalls_keeps_its_call(
