@@ -83,6 +83,8 @@ FROM runtime AS agent
 ARG AGENT_HEALTH_PORT=8081
 ENV AGENT_HEALTH_PORT=${AGENT_HEALTH_PORT} \
     AGENT_READY_FILE=/tmp/voice-agent.ready
+# The metrics-targets volume's mount point (compose.yaml): a new volume takes its owner.
+RUN mkdir -p /home/appliance/metrics-targets
 EXPOSE ${AGENT_HEALTH_PORT}
 HEALTHCHECK --interval=5s --timeout=3s --start-period=60s --retries=3 \
   CMD appliance-healthcheck --ready-file "$AGENT_READY_FILE" "http://127.0.0.1:{health_port}/"

@@ -59,6 +59,8 @@ def service_ports(env: Mapping[str, str]) -> list[ServicePort]:
         sip = int(env["SIP_PORT"])
         ports += [ServicePort(sip, "SIP_PORT"), ServicePort(sip, "SIP_PORT", udp=True),
                   ServicePort(int(env["SIP_HEALTH_PORT"]), "SIP_HEALTH_PORT")]
+        if int(env.get("SIP_PROMETHEUS_PORT") or 0):
+            ports.append(ServicePort(int(env["SIP_PROMETHEUS_PORT"]), "SIP_PROMETHEUS_PORT"))
     return ports
 
 

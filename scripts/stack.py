@@ -126,7 +126,8 @@ def sip_config(env: Mapping[str, str]) -> str:
 
     It shares livekit-server's Redis (LiveKit's SIP API answers "SIP not connected"
     without it) and advertises `LIVEKIT_NODE_IP`. Ports: `SIP_PORT` (UDP and TCP),
-    `SIP_RTP_PORTS` (UDP media), `SIP_HEALTH_PORT` (HTTP, all interfaces).
+    `SIP_RTP_PORTS` (UDP media), `SIP_HEALTH_PORT` and `SIP_PROMETHEUS_PORT` (HTTP, all
+    interfaces; 0: no metrics).
     """
     config: dict[str, object] = {
         "api_key": env["LIVEKIT_API_KEY"],
@@ -136,6 +137,7 @@ def sip_config(env: Mapping[str, str]) -> str:
         "sip_port": int(env["SIP_PORT"]),
         "rtp_port": env["SIP_RTP_PORTS"],
         "health_port": int(env["SIP_HEALTH_PORT"]),
+        "prometheus_port": int(env.get("SIP_PROMETHEUS_PORT") or 0),
         "max_cpu_utilization": float(env["SIP_MAX_CPU_UTILIZATION"]),
         "max_active_calls": int(env["SIP_MAX_ACTIVE_CALLS"]),
         "logging": {"level": "info"},

@@ -7,7 +7,11 @@ each test reads the change it makes.
 from __future__ import annotations
 
 import asyncio
+import json
+import socket
 import struct
+import urllib.request
+from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
@@ -123,3 +127,25 @@ def test_each_turns_response_time_also_goes_to_the_call_record() -> None:
     session.emit("agent_state_changed", SimpleNamespace(new_state="speaking"))  # ... the reply starts
     assert len(seen) == 1 and 0 <= seen[0] < 1
     assert value("voice_agent_turn_response_seconds_count") == before + 1
+
+
+def test_a_worker_with_a_targets_folder_takes_the_next_free_port_and_names_it(tmp_path: Path) -> None:
+    """Replicas sharing the host's network (compose): the first free port from the setting up,
+    in a Prometheus file-based discovery file, and a dead worker's file gone; without the
+    folder a taken port is an error."""
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        with pytest.raises(OSError):
+            metrics.serve("127.0.0.1", port)
+        with socket.socket() as gone:  # a worker killed without deleting its file
+            gone.bind(("127.0.0.1", 0))
+            dead = metrics.target_file(tmp_path, gone.getsockname()[1])
+        dead.write_text("[]")
+        bound = metrics.serve("127.0.0.1", port, tmp_path)
+    assert bound > port
+    assert json.loads(metrics.target_file(tmp_path, bound).read_text()) == [{"targets": [f"127.0.0.1:{bound}"]}]
+    with urllib.request.urlopen(f"http://127.0.0.1:{bound}/metrics", timeout=5) as response:
+        assert b"voice_agent_calls_active" in response.read()
+    assert [p.name for p in tmp_path.iterdir()] == [f"agent-{bound}.json"]

@@ -10,6 +10,7 @@ is indexed if it changed and the MCP servers are tried: problems there are warni
 
 from __future__ import annotations
 
+import atexit
 import os
 import ssl
 import sys
@@ -128,14 +129,17 @@ def _check_operator_tools(settings: Any) -> None:
         print(f"voice_agent: warning: {line}", file=sys.stderr, flush=True)
 def _serve_metrics(settings: AgentSettings) -> None:
     """Point prometheus_client's multiprocess mode at this worker's directory (before anything
-    imports prometheus_client: it reads the variable at import), then serve the metrics."""
+    imports prometheus_client: it reads the variable at import), then serve the metrics. The
+    discovery file (AGENT_METRICS_TARGETS_DIR) goes when the worker exits."""
     base = settings.metrics_dir or Path(tempfile.gettempdir()) / f"voice-agent-metrics-{os.getuid()}"
     directory = base / f"worker-{settings.worker_index}"
     directory.mkdir(parents=True, exist_ok=True)
     os.environ["PROMETHEUS_MULTIPROC_DIR"] = str(directory)  # livekit-agents empties it at start
-    from .metrics import serve
+    from .metrics import serve, target_file
 
-    serve(settings.metrics_host, settings.worker_metrics_port)
+    port = serve(settings.metrics_host, settings.worker_metrics_port, settings.metrics_targets_dir)
+    if settings.metrics_targets_dir is not None:
+        atexit.register(target_file(settings.metrics_targets_dir, port).unlink, missing_ok=True)
 
 
 if __name__ == "__main__":

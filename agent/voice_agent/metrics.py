@@ -27,14 +27,18 @@ Metrics (all prefixed `voice_agent_`):
 
 from __future__ import annotations
 
+import errno
+import json
 import logging
 import os
+import socket
 import time
 from collections.abc import Callable, Mapping
+from pathlib import Path
 from typing import Any
 
 import numpy as np
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, multiprocess, start_http_server
+from prometheus_client import REGISTRY, CollectorRegistry, Counter, Gauge, Histogram, multiprocess, start_http_server
 from voice_calls import pricing
 
 from .resilience import ConnectFailure
@@ -65,19 +69,58 @@ MODEL_COST = Counter("voice_agent_model_cost_usd", "Estimated model cost at the 
 ERRORS = Counter("voice_agent_errors", "Errors, by kind.", ["kind"])
 
 
-def serve(host: str, port: int) -> None:
-    """Serve every process's metrics on `host:port` (a daemon thread of this process).
+#: With a targets folder, ports tried from the configured one upward before giving up.
+PORT_SEARCH = 64
+
+
+def serve(host: str, port: int, targets_dir: Path | None = None) -> int:
+    """Serve every process's metrics on `host:port` (a daemon thread of this process); the
+    port bound.
+
+    With `targets_dir`, the first free port from `port` upward (at most `PORT_SEARCH`), named
+    in `targets_dir/agent-<port>.json`, a Prometheus file-based discovery file
+    (`[{"targets": ["host:port"]}]`; the worker deletes it at exit). Files of workers that
+    died without deleting theirs (nothing listens on their port any more) go first.
 
     Raises:
-        OSError: the port cannot be bound.
+        OSError: the port (every port tried) cannot be bound, or the file not written.
     """
+    registry = REGISTRY
     if "PROMETHEUS_MULTIPROC_DIR" in os.environ:
         registry = CollectorRegistry()
         multiprocess.MultiProcessCollector(registry)  # type: ignore[no-untyped-call]
-        start_http_server(port, addr=host, registry=registry)
-    else:
-        start_http_server(port, addr=host)
-    logger.info("metrics on http://%s:%d/metrics", host, port)
+    for candidate in range(port, port + (PORT_SEARCH if targets_dir is not None else 1)):
+        try:
+            start_http_server(candidate, addr=host, registry=registry)
+            break
+        except OSError as exc:
+            if exc.errno != errno.EADDRINUSE or targets_dir is None or candidate == port + PORT_SEARCH - 1:
+                raise
+    logger.info("metrics on http://%s:%d/metrics", host, candidate)
+    if targets_dir is not None:
+        target = "127.0.0.1" if host in {"", "0.0.0.0", "::"} else host
+        _drop_dead_targets(targets_dir, target)
+        path = target_file(targets_dir, candidate)
+        path.with_suffix(".tmp").write_text(json.dumps([{"targets": [f"{target}:{candidate}"]}]) + "\n")
+        path.with_suffix(".tmp").replace(path)  # Prometheus never reads half a file
+    return candidate
+
+
+def _drop_dead_targets(targets_dir: Path, host: str) -> None:
+    """Delete the discovery files whose port no one listens on (a worker killed with SIGKILL)."""
+    for path in targets_dir.glob("agent-*.json"):
+        port = path.stem.removeprefix("agent-")
+        try:
+            socket.create_connection((host, int(port)), timeout=0.5).close()
+        except ConnectionRefusedError:
+            path.unlink(missing_ok=True)
+        except (OSError, ValueError):
+            continue  # slow or unreadable: keep it
+
+
+def target_file(targets_dir: Path, port: int) -> Path:
+    """The discovery file of the worker whose metrics are on `port`."""
+    return targets_dir / f"agent-{port}.json"
 
 
 def usage_tokens(metrics: Any) -> dict[tuple[str, str], int]:

@@ -276,6 +276,10 @@ class AgentSettings(BaseSettings):
     #: Where the call processes write their metrics (prometheus_client multiprocess mode);
     #: worker N uses `metrics_dir/worker-N`. Unset: a directory under the system's temp dir.
     metrics_dir: Path | None = Field(default=None, validation_alias="AGENT_METRICS_DIR")
+    #: Prometheus's file-based discovery (compose, where replicas share the host's network): with
+    #: a folder here, the worker takes the first free port from its metrics port upward and
+    #: writes `agent-<port>.json` there naming it (removed when the worker exits).
+    metrics_targets_dir: Path | None = Field(default=None, validation_alias="AGENT_METRICS_TARGETS_DIR")
     #: The model's prices, USD per million tokens (`input_audio=3.00,output_audio=12.00,...`;
     #: pairs not given keep the published defaults, see voice_calls.pricing).
     model_prices_usd_per_mtok: str = Field(default="", validation_alias="MODEL_PRICES_USD_PER_MTOK")

@@ -12,6 +12,7 @@
 #   caddy:2.6.2                 Debian's caddy 2.6.2
 #   livekit/livekit-server:*    livekit-server built by `go install` (bootstrap.sh)
 #   livekit/sip:*               livekit-sip built by `go build` (bootstrap.sh), upstream's runtime libraries
+#   prom/prometheus:*           Debian's prometheus 2.42.0
 # Stand-ins carry the label voice-appliance.standin=true.
 
 STANDINS="$ROOT/docker/standins"
@@ -165,6 +166,7 @@ build_standin() {
     caddy:*)                  name=caddy ;;
     livekit/livekit-server:*) name=livekit ;;
     livekit/sip:*)            name=sip ;;
+    prom/prometheus:*)        name=prometheus ;;
     *) die "no stand-in for $image: pull it (docker pull $image) or add one in docker/standins/" ;;
   esac
   if [ "$name" = debian ]; then

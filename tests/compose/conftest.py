@@ -21,13 +21,13 @@ from tests.standins.gemini_live import GeminiLiveStandin
 def compose_stack(
     request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory, artifacts: Path
 ) -> Iterator[ComposeStack]:
-    """The whole appliance from compose.yaml with its `telephony` profile, healthy, with the
+    """The whole appliance from compose.yaml with its `telephony` and `monitoring` profiles, healthy, with the
     Gemini Live stand-in as model and livekit-sip on loopback (harness.telephony_overrides).
 
     Sets SSL_CERT_FILE for the session to a bundle that trusts Caddy's internal CA, so the
     caller reaches the front door over verified HTTPS and WSS; `down -v` at the end.
     """
-    stack = ComposeStack.from_environment(artifacts / "compose", profiles=("telephony",))
+    stack = ComposeStack.from_environment(artifacts / "compose", profiles=("telephony", "monitoring"))
     if stack is None:
         pytest.skip("needs the stack prepared by scripts/test-compose (a Docker engine, built images)")
     standin: GeminiLiveStandin = request.getfixturevalue("standin")

@@ -93,7 +93,8 @@ class ComposeStack:
     def configure(self, model_base_url: str, model_ca_file: Path, extra: Mapping[str, str] = ()) -> None:
         """Point `.env` at free ports on this machine and at the Gemini Live stand-in."""
         ports = ("HTTPS_PORT", "HTTP_PORT", "WEB_HEALTH_PORT", "LIVEKIT_PORT", "LIVEKIT_RTC_TCP_PORT",
-                 "REDIS_PORT", "TOKEN_SERVER_PORT")
+                 "REDIS_PORT", "TOKEN_SERVER_PORT", "LIVEKIT_PROMETHEUS_PORT", "AGENT_METRICS_PORT",
+                 "PROMETHEUS_PORT")
         update_env_file(self.dir / ".env", {
             **{name: str(free_port()) for name in ports},
             "PUBLIC_HOST": "localhost",
@@ -102,6 +103,7 @@ class ComposeStack:
             "GOOGLE_API_KEY": "stand-in-key",
             "GEMINI_BASE_URL": model_base_url,
             "STANDIN_CA_FILE": str(model_ca_file),
+            "PROMETHEUS_SCRAPE_INTERVAL_S": "1",
             **dict(extra),
         })
 

@@ -53,6 +53,7 @@ def telephony_overrides(outbound_port: int | None = None) -> dict[str, str]:
         "SIP_PORT": str(free_port(udp=True)),
         "SIP_RTP_PORTS": f"{rtp.start}-{rtp.stop - 1}",
         "SIP_HEALTH_PORT": str(free_port()),
+        "SIP_PROMETHEUS_PORT": str(free_port()),
         "SIP_LISTEN_IP": "127.0.0.1",
         "SIP_MAX_CPU_UTILIZATION": "1.0",
         "SIP_INBOUND_NUMBERS": TRUNK_NUMBER,
