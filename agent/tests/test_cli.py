@@ -18,7 +18,8 @@ def run_cli(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]
     clean = {k: v for k, v in os.environ.items() if not k.startswith(("LIVEKIT_", "GOOGLE_", "AGENT_", "GEMINI_"))}
     return subprocess.run(
         [sys.executable, "-m", "voice_agent", *args],
-        env={**clean, **env, "PYTHONPATH": os.pathsep.join([str(AGENT_DIR), str(AGENT_DIR.parent / "calls")])},
+        # No metrics server: port 9300 may be any other worker's on a shared machine.
+        env={**clean, "AGENT_METRICS_PORT": "0", **env, "PYTHONPATH": os.pathsep.join([str(AGENT_DIR), str(AGENT_DIR.parent / "calls")])},
         capture_output=True,
         text=True,
         timeout=180,  # importing livekit-agents takes tens of seconds on a busy 2-core box
