@@ -152,6 +152,13 @@ def outbound(stack: ProcessStack, body: dict[str, Any]) -> tuple[int, dict[str, 
         return error.code, json.loads(error.read())
 
 
+def test_livekit_sip_serves_its_metrics(phone_stack: ProcessStack) -> None:
+    """SIP_PROMETHEUS_PORT: livekit-sip's own Prometheus metrics (scripts/monitoring.py's `sip` job)."""
+    url = f"http://127.0.0.1:{phone_stack.env['SIP_PROMETHEUS_PORT']}/metrics"
+    with urllib.request.urlopen(url, timeout=10) as response:
+        assert b"go_goroutines" in response.read()
+
+
 # --- provisioning ---------------------------------------------------------------------------
 
 async def test_provisioning_again_changes_nothing(phone_stack: ProcessStack) -> None:
