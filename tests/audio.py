@@ -90,6 +90,27 @@ def best_envelope_match(sent: np.ndarray, received: np.ndarray) -> tuple[float, 
     return best, best_lag
 
 
+
+def envelope_correlation(
+    sent: np.ndarray, sent_rate: int, received: np.ndarray, received_rate: int, window_ms: int = 20
+) -> float:
+    """How well the `received` audio's level envelope matches the `sent` one's (Pearson, best lag).
+
+    The two are cut into `window_ms` windows on grids that need not line up: the received
+    audio is tried at every 2 ms phase of the window, so a sub-window offset (where the
+    receiver's first frame began) does not lower the figure.
+
+    Args:
+        sent, received: int16 samples at `sent_rate` and `received_rate` Hz.
+
+    Returns:
+        The best correlation, in [-1, 1].
+    """
+    reference = envelope(sent, sent_rate, window_ms)
+    step = received_rate * 2 // 1000
+    return max(best_envelope_match(reference, envelope(received[offset:], received_rate, window_ms))[0]
+               for offset in range(0, received_rate * window_ms // 1000, step))
+
 #: G.711 μ-law (ITU-T G.711): the bias added before the segment search, and the largest
 #: magnitude it encodes.
 _MULAW_BIAS = 0x84

@@ -26,7 +26,7 @@ import numpy as np
 import pytest
 from livekit import api
 
-from tests.audio import best_envelope_match, envelope, mulaw_decode, mulaw_encode, synthesize, write_wav
+from tests.audio import envelope_correlation, mulaw_decode, mulaw_encode, synthesize, write_wav
 from tests.e2e.harness import (
     TRUNK_NUMBER,
     TRUNK_PASSWORD,
@@ -212,7 +212,7 @@ def check_an_inbound_call(
                for m in session.messages_of("realtime_input.audio"))
     received = np.frombuffer(bytes(session.input_audio), dtype=np.int16)
     write_wav(workdir / "model-input.wav", received, INPUT_SAMPLE_RATE)  # to listen to when this fails
-    correlation, _ = best_envelope_match(envelope(sent_speech, PHONE_SAMPLE_RATE), envelope(received, INPUT_SAMPLE_RATE))
+    correlation = envelope_correlation(sent_speech, PHONE_SAMPLE_RATE, received, INPUT_SAMPLE_RATE)
     assert correlation > 0.85, (f"speech envelope correlation {correlation:.2f}; {session.input_audio_ms:.0f} ms "
                                 f"received, VAD {[(e.kind, e.audio_ms) for e in session.vad_events]}")
     [spoken] = [t for t in session.turns if t.kind == "audio"]
@@ -334,7 +334,7 @@ def test_an_outbound_call_greets_the_callee_with_its_purpose(
     packets = capture.packets()
     assert first_audible(packets, started) is not None, "the callee heard nothing"
     received = np.frombuffer(bytes(session.input_audio), dtype=np.int16)
-    correlation, _ = best_envelope_match(envelope(sent_speech, PHONE_SAMPLE_RATE), envelope(received, INPUT_SAMPLE_RATE))
+    correlation = envelope_correlation(sent_speech, PHONE_SAMPLE_RATE, received, INPUT_SAMPLE_RATE)
     assert correlation > 0.85, f"callee's speech envelope correlation {correlation:.2f}"
     record = phone_record(phone_stack, CALLEE, started)
     assert record["direction"] == "outbound" and record["room"] == body["room_name"]
