@@ -10,6 +10,7 @@ import subprocess
 import sys
 import threading
 import time
+import urllib.error
 import urllib.request
 from pathlib import Path
 
@@ -81,34 +82,40 @@ def test_gunicorn_exits_with_one_clear_line(tmp_path: Path, env: dict[str, str],
     assert "App failed to load" in output
 
 
-def test_gunicorn_serves_the_app(tmp_path: Path) -> None:
-    process = gunicorn(tmp_path, GOOD_ENV)
+def serving(process: subprocess.Popen[str]) -> tuple[str, queue.Queue[str]]:
+    """Wait until gunicorn listens and answers `/healthz`: its base URL and its output lines."""
     lines: queue.Queue[str] = queue.Queue()
     assert process.stdout is not None
     threading.Thread(target=lambda: [lines.put(line) for line in process.stdout], daemon=True).start()  # type: ignore[union-attr]
+    port = None
+    deadline = time.monotonic() + 30
+    while port is None and time.monotonic() < deadline:
+        try:
+            line = lines.get(timeout=1)
+        except queue.Empty:
+            assert process.poll() is None, "gunicorn exited"
+            continue
+        found = re.search(r"Listening at: http://127\.0\.0\.1:(\d+)", line)
+        port = int(found.group(1)) if found else None
+    assert port, "gunicorn did not report its port"
+    base = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 30
+    while True:
+        try:
+            with urllib.request.urlopen(f"{base}/healthz", timeout=5) as response:
+                assert json.load(response) == {"status": "ok"}
+            return base, lines
+        except OSError:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.2)
+
+
+def test_gunicorn_serves_the_app(tmp_path: Path) -> None:
+    process = gunicorn(tmp_path, GOOD_ENV)
     try:
-        port = None
-        deadline = time.monotonic() + 30
-        while port is None and time.monotonic() < deadline:
-            try:
-                line = lines.get(timeout=1)
-            except queue.Empty:
-                assert process.poll() is None, "gunicorn exited"
-                continue
-            found = re.search(r"Listening at: http://127\.0\.0\.1:(\d+)", line)
-            port = int(found.group(1)) if found else None
-        assert port, "gunicorn did not report its port"
-        base = f"http://127.0.0.1:{port}"
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                with urllib.request.urlopen(f"{base}/healthz", timeout=5) as response:
-                    assert json.load(response) == {"status": "ok"}
-                break
-            except OSError:
-                if time.monotonic() > deadline:
-                    raise
-                time.sleep(0.2)
+        base, _lines = serving(process)
+        port = int(base.rsplit(":", 1)[1])
         request = urllib.request.Request(
             f"{base}/api/token", data=b"{}", method="POST",
             headers={"Content-Type": "application/json", "X-Forwarded-Proto": "https"},
@@ -118,6 +125,51 @@ def test_gunicorn_serves_the_app(tmp_path: Path) -> None:
             body = json.load(response)
         assert body["server_url"] == f"wss://127.0.0.1:{port}"
         assert body["room_name"].startswith("room-")
+    finally:
+        process.terminate()
+        try:
+            process.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+
+
+def test_metrics_add_up_every_gunicorn_worker(tmp_path: Path) -> None:
+    """WEB_CONCURRENCY=2 with the shipped gunicorn.conf.py: whichever worker answers
+    ``/metrics``, it counts the refusals and request times of both."""
+    conf = Path(__file__).resolve().parents[1] / "gunicorn.conf.py"
+    process = subprocess.Popen(
+        [sys.executable, "-m", "gunicorn", "-c", str(conf), "--bind", "127.0.0.1:0", "--graceful-timeout", "2",
+         "--access-logformat", "served-by %(p)s %(U)s %(s)s", "token_server:create_app()"],
+        env={k: v for k, v in subprocess_env(**GOOD_ENV, WEB_CONCURRENCY="2").items() if k != "PROMETHEUS_MULTIPROC_DIR"},
+        cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+    )
+    try:
+        base, lines = serving(process)
+        served: set[str] = set()
+        sent = 0
+        while len(served) < 2 and sent < 400:  # until both workers have refused some
+            for _ in range(20):
+                request = urllib.request.Request(f"{base}/api/token", data=b"not json", method="POST",
+                                                 headers={"Content-Type": "application/json"})
+                with pytest.raises(urllib.error.HTTPError) as refused:
+                    urllib.request.urlopen(request, timeout=5)
+                assert refused.value.code == 400
+                sent += 1
+            time.sleep(0.5)  # the access log lines
+            while not lines.empty():
+                found = re.search(r"served-by <(\d+)> /api/token 400", lines.get())
+                if found:
+                    served.add(found.group(1))
+        assert len(served) == 2, f"one worker took all {sent} requests"
+        for _ in range(6):  # several scrapes: each may be answered by either worker
+            with urllib.request.urlopen(f"{base}/metrics", timeout=5) as response:
+                text = response.read().decode()
+            refused_total = sum(float(v) for v in re.findall(
+                r'^token_server_requests_rejected_total\{code="malformed_json"\} (\S+)$', text, re.M))
+            timed = sum(float(v) for v in re.findall(
+                r'^token_server_request_seconds_count\{endpoint="api.issue_token",status="400"\} (\S+)$', text, re.M))
+            assert (refused_total, timed) == (sent, sent), text[-2000:]
     finally:
         process.terminate()
         try:
