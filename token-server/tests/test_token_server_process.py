@@ -82,6 +82,16 @@ def test_gunicorn_exits_with_one_clear_line(tmp_path: Path, env: dict[str, str],
     assert "App failed to load" in output
 
 
+def stop(process: subprocess.Popen[str]) -> None:
+    """SIGTERM, then SIGKILL after 15 s."""
+    process.terminate()
+    try:
+        process.wait(timeout=15)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait()
+
+
 def serving(process: subprocess.Popen[str]) -> tuple[str, queue.Queue[str]]:
     """Wait until gunicorn listens and answers `/healthz`: its base URL and its output lines."""
     lines: queue.Queue[str] = queue.Queue()
@@ -126,12 +136,7 @@ def test_gunicorn_serves_the_app(tmp_path: Path) -> None:
         assert body["server_url"] == f"wss://127.0.0.1:{port}"
         assert body["room_name"].startswith("room-")
     finally:
-        process.terminate()
-        try:
-            process.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
+        stop(process)
 
 
 def test_metrics_add_up_every_gunicorn_worker(tmp_path: Path) -> None:
@@ -171,9 +176,4 @@ def test_metrics_add_up_every_gunicorn_worker(tmp_path: Path) -> None:
                 r'^token_server_request_seconds_count\{endpoint="api.issue_token",status="400"\} (\S+)$', text, re.M))
             assert (refused_total, timed) == (sent, sent), text[-2000:]
     finally:
-        process.terminate()
-        try:
-            process.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
+        stop(process)
