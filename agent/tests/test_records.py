@@ -99,6 +99,28 @@ async def test_response_times_and_the_agent_state_are_recorded(redis_server: Red
     await client.aclose()
 
 
+async def test_a_caller_s_late_transcript_is_read_back_before_the_reply_it_prompted(
+    redis_server: RedisServer
+) -> None:
+    """Gemini may send the caller's final transcript after its reply; livekit-agents dates the
+    caller's message at the turn's start, and the record is read in that order."""
+    client = records.connect(redis_server.url)
+    recorder = records.CallRecorder(client, "room-late", "job-l")
+    recorder.start(participant_identity="user-1", participant_name="Ada", metadata="{}")
+    turn_began = time.time()
+    recorder.event("turn", {"role": "assistant", "text": "Hello!", "started_at": turn_began - 5})
+    recorder.event("turn", {"role": "assistant", "text": "It is noon.", "started_at": turn_began + 1.5})
+    recorder.event("turn", {"role": "user", "text": "What time is it?", "started_at": turn_began})  # arrives last
+    assert await recorder.flush()
+
+    call = load_call(reader(redis_server), "room-late")
+    assert call is not None
+    assert [t["text"] for t in call["turns"]] == ["Hello!", "What time is it?", "It is noon."]
+    assert [t.text for t in await recorder.load_turns()] == ["Hello!", "What time is it?", "It is noon."]
+    await recorder.aclose()
+    await client.aclose()
+
+
 async def test_calls_are_listed_newest_first(redis_server: RedisServer) -> None:
     client = records.connect(redis_server.url)
     for room in ("room-a", "room-b", "room-c"):

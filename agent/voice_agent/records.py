@@ -50,6 +50,7 @@ from voice_calls.records import (
     end_fields,
     event_fields,
     events_key,
+    spoken_at,
     unique_events,
 )
 
@@ -160,8 +161,9 @@ class CallRecorder:
         except RedisError as exc:
             logger.warning("could not read the transcript of %s: %s", self.room, exc)
             return []
-        return [Turn(event.data.get("role", "user"), event.data["text"])
-                for event in unique_events(entries) if event.type == TURN and event.data.get("text")]
+        turns = sorted((event for event in unique_events(entries) if event.type == TURN and event.data.get("text")),
+                       key=spoken_at)  # in the order they were spoken (voice_calls.records.spoken_at)
+        return [Turn(event.data.get("role", "user"), event.data["text"]) for event in turns]
 
     # ---- writing (queued, in order, retried) ------------------------------------------
 

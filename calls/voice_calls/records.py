@@ -239,7 +239,7 @@ def load_call(redis: Any, room: str) -> dict[str, Any] | None:
         data, at = event.data, event.at
         if event.type == TURN:
             turns.append({"at": at, "role": data.get("role"), "text": data.get("text", ""),
-                          "interrupted": bool(data.get("interrupted"))})
+                          "interrupted": bool(data.get("interrupted")), "_spoken_at": spoken_at(event)})
             if data.get("role") == "assistant" and response_s is not None:
                 turns[-1]["response_s"], response_s = response_s, None
         elif event.type == RESPONSE:
@@ -255,8 +255,18 @@ def load_call(redis: Any, room: str) -> dict[str, Any] | None:
                 usage[name] += int(data.get(name) or 0)
         else:
             events.append({"at": at, **data})
+    turns.sort(key=lambda turn: turn.pop("_spoken_at"))  # stable: arrival order among equals
     record.update(turns=turns, tool_calls=tools, usage=usage, events=events)
     return record
+
+
+def spoken_at(event: Event) -> float:
+    """When a turn event's words were spoken, Unix seconds: its item's ``started_at`` (a
+    caller's turn: when the model's turn began), else when it was written. Gemini may send a
+    caller's final transcript after the reply it prompted; livekit-agents dates that message
+    at the turn's start (``ChatMessage.created_at``), and so do these records' readers."""
+    started = _float(event.data.get("started_at"))
+    return started if started is not None else (event.at or 0.0)
 
 
 def list_calls(redis: Any, *, limit: int = 50, before: float | None = None) -> list[dict[str, Any]]:
