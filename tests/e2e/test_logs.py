@@ -64,7 +64,9 @@ async def test_one_grep_of_the_room_follows_a_call_across_services(
                                  (logs.CALL_DISPATCHED, logs.MODEL_CONNECTED, logs.CALL_ENDED))
     job = dispatched[logs.JOB]
     assert job.startswith("AJ_") and linked[logs.JOB] == ended[logs.JOB] == job
-    assert linked[logs.PARTICIPANT] == ended[logs.PARTICIPANT] == caller.identity
+    # The model link opens while the agent waits for the caller (to greet at once), so its
+    # line may come before the caller is known; the end always names them.
+    assert linked.get(logs.PARTICIPANT) in (None, caller.identity) and ended[logs.PARTICIPANT] == caller.identity
     assert ended["reason"] == "caller left"
     assert at(issued) <= at(dispatched) <= at(linked) <= at(ended)
     # LiveKit's own webhooks, as the token server logs them, carry the same keys.
