@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import shutil
 import time
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -331,59 +333,71 @@ def _watchdog(monkeypatch: pytest.MonkeyPatch, url: str, **times: float) -> tupl
     return fake, dog
 
 
-async def test_a_job_whose_process_died_is_replaced_before_its_claim_expires(
-    redis_server: RedisServer, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    fake, dog = _watchdog(monkeypatch, redis_server.url, interval_s=0.1, claim_ttl_s=10.0, confirm_s=0.3)
-    client = records.connect(redis_server.url)
-    job = records.connect(redis_server.url, client_name=claims.job_client_name("job-1"))
-    await _open_call(client, "room-d")
-    assert await claims.RoomClaim(job, "room-d", "job-1").take(ttl_ms=10_000)
+@dataclass
+class Watched:
+    """One open call whose room job-1 holds, and the LiveKit API the watchdog over it calls."""
+
+    fake: FakeLiveKit
+    client: records.aioredis.Redis
+    job: records.aioredis.Redis
+    claim: claims.RoomClaim
+
+
+@contextlib.asynccontextmanager
+async def watchdog_over(
+    monkeypatch: pytest.MonkeyPatch, server: RedisServer, room: str, ttl_ms: int, **times: float
+) -> AsyncIterator[Watched]:
+    """An open call in `room`, its claim taken by job-1 for `ttl_ms`, and a watchdog with
+    `times` running over it for the block; everything closed afterwards."""
+    fake, dog = _watchdog(monkeypatch, server.url, **times)
+    client = records.connect(server.url)
+    job = records.connect(server.url, client_name=claims.job_client_name("job-1"))
+    await _open_call(client, room)
+    watched = Watched(fake, client, job, claims.RoomClaim(job, room, "job-1"))
+    assert await watched.claim.take(ttl_ms=ttl_ms)
     task = asyncio.create_task(dog.run())  # type: ignore[attr-defined]
     try:
-        await asyncio.sleep(0.8)
-        assert fake.dispatched == [], "a live job is left alone"
-        await job.aclose()  # the job's process dies: its connection closes, its claim stays
-        died_at = time.monotonic()
-        await _wait_dispatched(fake, 3.0)
-        assert [room for _, room in fake.dispatched] == ["room-d"]
-        assert fake.dispatched[0][0] - died_at < 1.5, "handed over well before the 10 s claim expired"
-        assert await client.hget(call_key("room-d"), claims.GENERATION_FIELD) == "1"
-        for _ in range(100):  # the caller is told right after the dispatch
-            if fake.notices:
-                break
-            await asyncio.sleep(0.02)
-        assert json.loads(fake.notices[0][1])["code"] == "agent_reconnecting"
+        yield watched
     finally:
         task.cancel()
         await asyncio.gather(task, return_exceptions=True)
-        await client.aclose()
+        await watched.job.aclose()
+        await watched.client.aclose()
+
+
+async def test_a_job_whose_process_died_is_replaced_before_its_claim_expires(
+    redis_server: RedisServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    async with watchdog_over(monkeypatch, redis_server, "room-d", 10_000,
+                             interval_s=0.1, claim_ttl_s=10.0, confirm_s=0.3) as w:
+        await asyncio.sleep(0.8)
+        assert w.fake.dispatched == [], "a live job is left alone"
+        await w.job.aclose()  # the job's process dies: its connection closes, its claim stays
+        died_at = time.monotonic()
+        await _wait_dispatched(w.fake, 3.0)
+        assert [room for _, room in w.fake.dispatched] == ["room-d"]
+        assert w.fake.dispatched[0][0] - died_at < 1.5, "handed over well before the 10 s claim expired"
+        assert await w.client.hget(call_key("room-d"), claims.GENERATION_FIELD) == "1"
+        for _ in range(100):  # the caller is told right after the dispatch
+            if w.fake.notices:
+                break
+            await asyncio.sleep(0.02)
+        assert json.loads(w.fake.notices[0][1])["code"] == "agent_reconnecting"
 
 
 async def test_a_stalled_job_keeps_its_call_until_its_claim_stays_missing_for_a_ttl(
     redis_server: RedisServer, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    fake, dog = _watchdog(monkeypatch, redis_server.url, interval_s=0.1, claim_ttl_s=2.0, confirm_s=0.3)
-    client = records.connect(redis_server.url)
-    job = records.connect(redis_server.url, client_name=claims.job_client_name("job-1"))
-    await _open_call(client, "room-s")
-    claim = claims.RoomClaim(job, "room-s", "job-1")
-    assert await claim.take(ttl_ms=2000)
-    task = asyncio.create_task(dog.run())  # type: ignore[attr-defined]
-    try:
+    async with watchdog_over(monkeypatch, redis_server, "room-s", 2000,
+                             interval_s=0.1, claim_ttl_s=2.0, confirm_s=0.3) as w:
         await asyncio.sleep(3.0)  # its event loop stalls 1.5 TTLs: the claim lapses, the job lives
-        assert fake.dispatched == [], "a stalled but live job was taken for dead"
-        assert await claim.refresh(ttl_ms=2000), "it wakes up and takes its claim again"
+        assert w.fake.dispatched == [], "a stalled but live job was taken for dead"
+        assert await w.claim.refresh(ttl_ms=2000), "it wakes up and takes its claim again"
         await asyncio.sleep(1.0)
-        assert fake.dispatched == []
+        assert w.fake.dispatched == []
         await asyncio.sleep(4.0)  # now stuck for good: missing for over a TTL more
-        assert [room for _, room in fake.dispatched] == ["room-s"]
-        assert not await claim.refresh(ttl_ms=2000), "fenced out"
-    finally:
-        task.cancel()
-        await asyncio.gather(task, return_exceptions=True)
-        await job.aclose()
-        await client.aclose()
+        assert [room for _, room in w.fake.dispatched] == ["room-s"]
+        assert not await w.claim.refresh(ttl_ms=2000), "fenced out"
 
 
 async def test_the_watchdog_holds_off_after_redis_was_away(
@@ -391,37 +405,26 @@ async def test_the_watchdog_holds_off_after_redis_was_away(
 ) -> None:
     """A claim that expired during a Redis outage is not taken for a dead agent: the watchdog
     waits `hold_off_s` of reachable Redis (its holder takes the claim again meanwhile)."""
-    fake, dog = _watchdog(monkeypatch, redis_server.url, interval_s=0.1, claim_ttl_s=0.8, confirm_s=0.3,
-                          hold_off_s=1.5)
-    client = records.connect(redis_server.url)
-    await _open_call(client, "room-w")
-    job = records.connect(redis_server.url, client_name=claims.job_client_name("job-1"))
-    claim = claims.RoomClaim(job, "room-w", "job-1")
-    assert await claim.take(ttl_ms=800)
-    task = asyncio.create_task(dog.run())  # type: ignore[attr-defined]
-    try:
+    async with watchdog_over(monkeypatch, redis_server, "room-w", 800,
+                             interval_s=0.1, claim_ttl_s=0.8, confirm_s=0.3, hold_off_s=1.5) as w:
         await asyncio.sleep(0.3)
         redis_server.stop()
         await asyncio.sleep(1.0)  # the claim (800 ms) expires while Redis is away
         redis_server.start()
         back_at = time.monotonic()
-        await client.aclose()
-        client = records.connect(redis_server.url)  # the old connection died with the server
+        await w.client.aclose()
+        w.client = records.connect(redis_server.url)  # the old connection died with the server
         await asyncio.sleep(0.5)
-        assert not await client.exists(agent_key("room-w"))
+        assert not await w.client.exists(agent_key("room-w"))
         deadline = time.monotonic() + 2.5
         while time.monotonic() < deadline:  # the holder reconnects and refreshes, as a job does
-            assert await claim.refresh(ttl_ms=800)
+            assert await w.claim.refresh(ttl_ms=800)
             await asyncio.sleep(0.25)
-        assert fake.dispatched == [], "a live agent was taken for a dead one"
+        assert w.fake.dispatched == [], "a live agent was taken for a dead one"
         # The holder is gone for good (crashed): the call is dispatched again at once.
-        await job.aclose()
+        await w.job.aclose()
         gone_at = time.monotonic()
-        await _wait_dispatched(fake, 2.0)
-        assert [room for _, room in fake.dispatched] == ["room-w"]
-        assert fake.dispatched[0][0] - gone_at < 1.0
-        assert fake.dispatched[0][0] - back_at > 3.0
-    finally:
-        task.cancel()
-        await asyncio.gather(task, return_exceptions=True)
-        await client.aclose()
+        await _wait_dispatched(w.fake, 2.0)
+        assert [room for _, room in w.fake.dispatched] == ["room-w"]
+        assert w.fake.dispatched[0][0] - gone_at < 1.0
+        assert w.fake.dispatched[0][0] - back_at > 3.0
