@@ -5,10 +5,15 @@ The calls themselves (livekit-sip, SIPp, REFER, BYE, DTMF) are in tests/e2e/test
 
 from __future__ import annotations
 
+import asyncio
 import json
+from types import SimpleNamespace
 
 import pytest
+from livekit import api
+from livekit.agents.llm import ToolError
 
+from voice_agent import telephony
 from voice_agent.assistant import Assistant
 from voice_agent.settings import DEFAULT_FAQ_PATH
 from voice_agent.telephony import PhoneCall, PhoneDispatch, transfer_uri
@@ -59,3 +64,55 @@ def test_phone_calls_get_end_call_and_transfer_call_browsers_do_not() -> None:
     no_transfer = PhoneCall(PhoneDispatch("inbound"), transfer_to="", on_end=lambda _r: None)
     names = tool_names(Assistant(instructions="x", faq=faq, phone=no_transfer))
     assert "end_call" in names and "transfer_call" not in names
+
+
+class _SlowSip:
+    """`job.api.sip` whose transfer waits until `done` is set, then succeeds or fails."""
+
+    def __init__(self, fail: bool = False) -> None:
+        self.requests: list[api.TransferSIPParticipantRequest] = []
+        self.done = asyncio.Event()
+        self.fail = fail
+
+    async def transfer_sip_participant(self, request: api.TransferSIPParticipantRequest) -> None:
+        self.requests.append(request)
+        await self.done.wait()
+        if self.fail:
+            raise api.TwirpError("unavailable", "the callee's phone refused the REFER", status=503)
+
+
+async def test_a_second_transfer_while_the_first_is_under_way_does_not_undo_it(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    sip = _SlowSip()
+    job = SimpleNamespace(api=SimpleNamespace(sip=sip), room=SimpleNamespace(name="call-1"))
+    monkeypatch.setattr(telephony, "get_job_context", lambda: job)
+    ended: list[str] = []
+    phone = PhoneCall(PhoneDispatch("inbound"), transfer_to="+15550009999", on_end=ended.append)
+    phone._participant = SimpleNamespace(identity="sip_+15550123456")  # type: ignore[assignment]
+
+    first = asyncio.create_task(phone._transfer("tel:+15550009999"))
+    await asyncio.sleep(0)
+    second = await asyncio.wait_for(phone._transfer("tel:+15550009999"), 5)
+    assert second == "The caller is already being transferred."
+    assert phone.left_reason() == "transferred to tel:+15550009999"  # the line may drop now
+    sip.done.set()
+    assert await first == "The caller has been transferred."
+    assert len(sip.requests) == 1 and ended == ["transferred to tel:+15550009999"]
+
+
+async def test_a_failed_transfer_lets_the_caller_stay_and_be_transferred_again(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    sip = _SlowSip(fail=True)
+    sip.done.set()
+    job = SimpleNamespace(api=SimpleNamespace(sip=sip), room=SimpleNamespace(name="call-1"))
+    monkeypatch.setattr(telephony, "get_job_context", lambda: job)
+    phone = PhoneCall(PhoneDispatch("inbound"), transfer_to="+15550009999", on_end=lambda _r: None)
+    phone._participant = SimpleNamespace(identity="sip_+15550123456")  # type: ignore[assignment]
+    with pytest.raises(ToolError, match="the transfer failed"):
+        await phone._transfer("tel:+15550009999")
+    assert phone.left_reason() == "caller left"
+    sip.fail = False
+    assert await phone._transfer("tel:+15550009999") == "The caller has been transferred."
+    assert len(sip.requests) == 2

@@ -124,6 +124,10 @@ class PhoneCall:
         job = get_job_context()
         if self._participant is None:
             raise ToolError("there is no phone caller to transfer")
+        if self._transferred_to is not None:
+            # The model may call the tool again (another turn) while the first REFER is under
+            # way: a second request would fail and must not undo the first.
+            return "The caller is already being transferred."
         logger.info("transferring the caller to %s", target)
         self._transferred_to = target  # the line drops as soon as the transfer succeeds
         try:
