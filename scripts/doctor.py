@@ -6,15 +6,18 @@ the exit status is 1 when any check failed (2: the `.env` cannot be read). The c
 - keys: the LiveKit key and secret, the bearer keys (32+ characters each), Gemini credentials;
 - gemini: a real Live API setup handshake with the configured endpoint (`doctor_net.py`),
   and the clock against that endpoint's `Date` header;
-- one line per service of the native run (`stack.health_checks`): it answers, and its port
-  is held by the program expected there, not by something else;
+- one line per service of the native run (`stack.health_checks`), or of the compose stack
+  with `--compose` (`compose_health_checks`): it answers, and its port is held by the
+  program expected there, not by something else;
 - node-ip, media-udp, media-tcp: `LIVEKIT_NODE_IP` is an address of this machine (or a cloud
   VM's 1:1 public address), and an ICE session with livekit-server through that address
   succeeds over UDP; TCP `rtc.tcp_port` accepts connections there (`doctor_net.py`);
 - tls: `PUBLIC_HOST`'s certificate covers the name and does not expire within 14 days;
 - redis: answers, with persistence (appendonly) on; disk: free space under `STATE_DIR`.
 
-Settings come from `.env` exactly as `./scripts/run` reads them (`stack.build_env`).
+Settings come from `.env` exactly as `./scripts/run` reads them (`stack.build_env`). In
+compose (`docker compose run --rm doctor`, a container on the host's network) they come from
+the environment compose gives it from `.env`, and there is no disk check.
 """
 
 from __future__ import annotations
@@ -22,6 +25,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import ipaddress
+import json
 import logging
 import os
 import shutil
@@ -34,7 +38,8 @@ from datetime import datetime, timezone
 from pathlib import Path
 from urllib.parse import urlsplit
 
-from scripts import procs, stack
+from scripts import health, procs, stack
+from voice_calls import admission
 
 #: Bearer keys (TOKEN_SHARED_KEYS, RECORDS_API_KEYS) shorter than this are refused (characters).
 MIN_BEARER_KEY_LENGTH = 32
@@ -109,10 +114,45 @@ def _service_ports(name: str, check: stack.HealthCheck, env: Mapping[str, str]) 
     return ports
 
 
-def check_services(env: Mapping[str, str]) -> list[Finding]:
-    """Each service of the native run answers, on ports held by the program expected there."""
+def compose_health_checks(env: Mapping[str, str]) -> dict[str, stack.HealthCheck]:
+    """The compose stack's services, as the doctor's container (on the host's network) sees
+    them: the native run's checks where compose uses the same ports (Redis, livekit-server,
+    the token server, livekit-sip); the front door's health port (`WEB_HEALTH_PORT`, which
+    compose.yaml passes in); agent workers by the capacity they publish in Redis once LiveKit
+    has registered them (their health ports are any free port, named inside their containers)."""
+    checks = stack.health_checks(env)
+    web_port = int(env.get("WEB_HEALTH_PORT") or 0)
+    web = f"http://127.0.0.1:{web_port}/"
+    checks["web"] = stack.HealthCheck("web", lambda: health.http_ok(web), f"GET {web}", lambda: [web_port])
+    checks["agent"] = stack.HealthCheck(
+        "agent", lambda: registered_workers(env) > 0,
+        f"agent workers registered with LiveKit (their capacity in Redis, {admission.WORKER_PREFIX}*)",
+    )
+    return checks
+
+
+def registered_workers(env: Mapping[str, str]) -> int:
+    """How many agent workers publish their capacity in Redis now, draining ones not counted
+    (`voice_calls.admission`); 0 when Redis cannot be read."""
+    import redis
+
+    try:
+        client = redis.Redis.from_url(env["REDIS_URL"], socket_timeout=3, socket_connect_timeout=3,
+                                      decode_responses=True)
+        ids = sorted(client.smembers(admission.WORKERS))
+        values = client.mget([admission.worker_key(i) for i in ids]) if ids else []
+    except redis.RedisError:
+        return 0
+    return sum(1 for value in values if value and not json.loads(value).get("draining"))
+
+
+def check_services(env: Mapping[str, str], compose: bool = False) -> list[Finding]:
+    """Each service answers, on ports held by the program expected there (when the doctor can
+    see the processes: not from a container)."""
+    start, logs = ("docker compose up -d", "docker compose logs {name}") if compose else \
+        ("./scripts/run", "its log lines in ./scripts/run's output")
     findings = []
-    for name, check in stack.health_checks(env).items():
+    for name, check in (compose_health_checks(env) if compose else stack.health_checks(env)).items():
         ports = _service_ports(name, check, env)
         uses = [u for u in procs.port_uses(ports) if not u.udp]
         strangers = [u for u in uses if u.pid is not None and PROGRAMS[name] not in procs.describe(u.pid, 400)]
@@ -124,10 +164,10 @@ def check_services(env: Mapping[str, str]) -> list[Finding]:
             findings.append(passed(name, f"healthy ({check.describe})"))
         elif uses:
             findings.append(failed(name, f"port {uses[0].port} is open but {check.describe} fails",
-                                   "see its log lines in ./scripts/run's output"))
+                                   f"see {logs.format(name=name)}"))
         else:
-            findings.append(failed(name, f"not running: {check.describe} fails and nothing listens on "
-                                   f"port {', '.join(map(str, ports)) or '?'}", "start it with ./scripts/run"))
+            where = f"nothing listens on port {', '.join(map(str, ports))}" if ports else "none found"
+            findings.append(failed(name, f"not running: {check.describe} fails and {where}", f"start it with {start}"))
     return findings
 
 
@@ -224,8 +264,10 @@ def ssl_match(pattern: str, host: str) -> bool:
 
 
 async def diagnose(env: Mapping[str, str], model_timeout_s: float = 10.0,
-                   media_timeout_s: float = 20.0) -> AsyncIterator[Finding]:
-    """Every check, in the order printed (each as soon as it is done)."""
+                   media_timeout_s: float = 20.0, compose: bool = False) -> AsyncIterator[Finding]:
+    """Every check, in the order printed (each as soon as it is done). `compose`: the services
+    are the compose stack's (`compose_health_checks`), and there is no `STATE_DIR` to check
+    the disk of (compose keeps its data in Docker volumes)."""
     from scripts import doctor_net
 
     keys = check_keys(env)
@@ -235,7 +277,7 @@ async def diagnose(env: Mapping[str, str], model_timeout_s: float = 10.0,
         yield finding
     for finding in await doctor_net.check_model(env, model_timeout_s):
         yield finding
-    for finding in check_services(env):
+    for finding in check_services(env, compose):
         yield finding
     yield check_redis(env)
     yield doctor_net.check_node_ip(env)
@@ -245,13 +287,14 @@ async def diagnose(env: Mapping[str, str], model_timeout_s: float = 10.0,
     else:
         yield failed("media-udp", "not tried without keys livekit-server accepts", "fix the livekit-keys line first")
     yield check_tls(env)
-    yield check_disk(env)
+    if not compose:
+        yield check_disk(env)
 
 
-async def report(env: Mapping[str, str]) -> int:
+async def report(env: Mapping[str, str], compose: bool = False) -> int:
     """Print every finding's line; the number that failed."""
     bad = total = 0
-    async for finding in diagnose(env):
+    async for finding in diagnose(env, compose=compose):
         print(finding.line(), flush=True)
         total, bad = total + 1, bad + (not finding.ok)
     print(f"doctor: {total - bad} passed, {bad} failed")
@@ -261,18 +304,21 @@ async def report(env: Mapping[str, str]) -> int:
 def main(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(prog="doctor", description=__doc__.split("\n\n")[0])
     parser.add_argument("--env-file", type=Path, default=stack.ROOT / ".env")
+    parser.add_argument("--compose", action="store_true",
+                        help="check the compose stack, with .env's settings in the environment "
+                             "(`docker compose run --rm doctor` passes them; --env-file is not read)")
     args = parser.parse_args(argv)
-    if not args.env_file.exists():
+    if not args.compose and not args.env_file.exists():
         print(f"✗ env: {args.env_file} does not exist — fix: run ./scripts/run once (it creates it), "
               "or ./scripts/init-env")
         return 2
     logging.disable(logging.CRITICAL)  # one line per check: the libraries' own logs are not for here
     try:
-        env = stack.build_env(args.env_file)
+        env = stack.build_env(None if args.compose else args.env_file)
     except (OSError, ValueError, KeyError) as exc:
         print(f"✗ env: {args.env_file} cannot be read: {exc} — fix: compare it with .env.example")
         return 2
-    return 1 if asyncio.run(report(env)) else 0
+    return 1 if asyncio.run(report(env, compose=args.compose)) else 0
 
 
 if __name__ == "__main__":

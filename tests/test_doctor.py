@@ -15,12 +15,15 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+import redis
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
 from scripts import doctor, doctor_net
+from tests.redis_server import running_redis
+from voice_calls import admission
 
 STRONG = "k" * 40
 
@@ -171,3 +174,19 @@ def test_certificate_name_matching() -> None:
 def test_disk_space_is_read_under_the_state_dir(tmp_path: Path) -> None:
     finding = doctor.check_disk({"STATE_DIR": str(tmp_path / "not-yet" / "state")})
     assert finding.check == "disk" and f"GiB free under {tmp_path}" in finding.seen
+
+
+def test_compose_agent_workers_count_once_registered_and_not_draining(tmp_path: Path) -> None:
+    """In compose the doctor cannot read the workers' ready files (they are in their
+    containers): it counts the capacity they publish in Redis once LiveKit registered them."""
+    with running_redis(tmp_path) as server:
+        env = {"REDIS_URL": server.url}
+        assert doctor.registered_workers(env) == 0
+        client = redis.Redis.from_url(server.url, decode_responses=True)
+        for worker, draining in (("host-1", False), ("host-2", True), ("host-3", False)):
+            client.eval(admission.PUBLISH, 2, admission.WORKERS, admission.worker_key(worker), worker,
+                        admission.WorkerCapacity(max_calls=4, draining=draining).to_json(), 60_000)
+        assert doctor.registered_workers(env) == 2
+        client.delete(admission.worker_key("host-3"))  # its key expired: the worker is gone
+        assert doctor.registered_workers(env) == 1
+    assert doctor.registered_workers(env) == 0  # Redis gone: none can be seen

@@ -7,13 +7,17 @@ from __future__ import annotations
 
 import asyncio
 import json
+import time
+from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
 from livekit import api
 from livekit.agents.llm import ToolError
+from voice_calls import budget
 
-from voice_agent import telephony
+from tests.redis_server import running_redis
+from voice_agent import phone_budget, records, telephony
 from voice_agent.assistant import Assistant
 from voice_agent.settings import DEFAULT_FAQ_PATH
 from voice_agent.telephony import PhoneCall, PhoneDispatch, transfer_uri
@@ -116,3 +120,26 @@ async def test_a_failed_transfer_lets_the_caller_stay_and_be_transferred_again(
     sip.fail = False
     assert await phone._transfer("tel:+15550009999") == "The caller has been transferred."
     assert len(sip.requests) == 2
+
+
+async def test_an_inbound_phone_call_finds_the_budget_spent_unless_it_is_already_going_on(tmp_path: Path) -> None:
+    """Phone calls do not pass the token server: the agent reads the same totals and caps."""
+    with running_redis(tmp_path) as server:
+        client = records.connect(server.url)
+        call = records.CallRecorder(client, "call-_+15550123456_abc", "job-1")
+        now = time.time()
+        assert await phone_budget.spent(call, daily_usd=0, monthly_usd=0) is None  # no caps
+        assert await phone_budget.spent(call, daily_usd=1.0, monthly_usd=0) is None  # nothing spent yet
+        for op, args in budget.usage_writes({("output", "audio"): 100_000}, 1.2, at=now):
+            await getattr(client, op)(*args)
+        reached = await phone_budget.spent(call, daily_usd=1.0, monthly_usd=0, now=now)
+        assert reached is not None and (reached.period, reached.cap_usd) == ("today's", 1.0)
+        assert 0 < reached.retry_after_s <= 86_401
+        reached = await phone_budget.spent(call, daily_usd=5.0, monthly_usd=1.0, now=now)
+        assert reached is not None and reached.period == "this month's"
+        # The same call, picked up by another job (its record exists): it goes on.
+        call.start(participant_identity=None, participant_name=None, metadata="{}")
+        assert await call.flush()
+        assert await phone_budget.spent(call, daily_usd=1.0, monthly_usd=0, now=now) is None
+        await call.aclose()
+        await client.aclose()

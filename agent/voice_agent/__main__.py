@@ -37,7 +37,8 @@ def check_files(settings: AgentSettings) -> str | None:
     checks = (("AGENT_FAQ_PATH", settings.faq_path, lambda: Faq.load(settings.faq_path)),
               ("GEMINI_CA_FILE", settings.gemini_ca_file, lambda: model_ssl_context(settings.gemini_ca_file)),
               ("AGENT_FILLER_WAV", settings.filler_wav, lambda: load_clip(settings.filler_wav)),
-              ("AGENT_GIVE_UP_WAV", settings.give_up_wav, lambda: load_clip(settings.give_up_wav)))
+              ("AGENT_GIVE_UP_WAV", settings.give_up_wav, lambda: load_clip(settings.give_up_wav)),
+              ("AGENT_BUDGET_SPENT_WAV", settings.budget_spent_wav, lambda: load_clip(settings.budget_spent_wav)))
     for name, path, load in checks:
         try:
             load()

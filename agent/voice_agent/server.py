@@ -40,7 +40,7 @@ from livekit.agents import (
 from voice_calls import budget, logs
 from voice_calls.records import accepted_key
 
-from . import call_room, guards, metrics, operator_tools, records, telephony, vision
+from . import call_room, guards, metrics, operator_tools, phone_budget, records, telephony, vision
 from .assistant import Assistant
 from .capacity import CapacityPublisher
 from .link import CallLink
@@ -186,14 +186,21 @@ async def entrypoint(ctx: JobContext) -> None:
         call_room.leave(ctx, "another agent serves this room")
         return
     earlier = await call.load_turns() if call is not None else []
+    phone_dispatch = telephony.PhoneDispatch.parse(ctx.job.metadata)  # None: a browser's call
+    over_budget = None  # web calls were checked by the token server, outbound ones before dialling
+    if phone_dispatch is not None and phone_dispatch.direction == "inbound" and call is not None:
+        over_budget = await phone_budget.spent(call, settings.daily_budget_usd, settings.monthly_budget_usd)
     if call is not None:
         call.start(
             participant_identity=dispatch.participant_identity,
             participant_name=dispatch.participant_name,
             metadata=ctx.job.metadata,
         )
-
-    phone_dispatch = telephony.PhoneDispatch.parse(ctx.job.metadata)  # None: a browser's call
+    if over_budget is not None and phone_dispatch is not None and call is not None:
+        # Before the model is connected: such a call costs nothing.
+        await phone_budget.refuse(ctx, call, phone_dispatch, over_budget, settings.budget_spent_wav,
+                                  wait_s=settings.participant_timeout_s)
+        return
     phone = telephony.PhoneCall(
         phone_dispatch, transfer_to=settings.sip_transfer_to, on_end=call.end if call else lambda _reason: None
     ) if phone_dispatch else None

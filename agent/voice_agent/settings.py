@@ -64,6 +64,9 @@ class McpServerConfig(BaseModel):
         return headers
 #: "Sorry, I can't reach my voice service right now. Please call again later." (espeak-ng, as above).
 DEFAULT_GIVE_UP_WAV = Path(__file__).parent / "clips" / "give_up.wav"
+#: "Sorry, this line has used its call budget for now. Please call again later." (espeak-ng,
+#: as above): what a phone caller hears when a cost cap is reached.
+DEFAULT_BUDGET_SPENT_WAV = Path(__file__).parent / "clips" / "budget_spent.wav"
 
 
 #: Calls a worker takes per CPU core by default (README "Capacity": on a 2-core VM, four calls
@@ -222,6 +225,12 @@ class AgentSettings(BaseSettings):
     #: so `max_call_warning_s` before, then says goodbye (guards.py).
     max_call_s: float = Field(default=3600.0, ge=0, validation_alias="AGENT_MAX_CALL_S")
     max_call_warning_s: float = Field(default=60.0, ge=0, validation_alias="AGENT_MAX_CALL_WARNING_S")
+    #: The cost caps (USD per UTC day and month; 0: none), the token server's settings: web
+    #: calls are refused there, but phone calls come in through livekit-sip, so the agent
+    #: checks them as an inbound phone call starts, and the caller hears `budget_spent_wav`.
+    daily_budget_usd: float = Field(default=0.0, ge=0, validation_alias="TOKEN_DAILY_BUDGET_USD")
+    monthly_budget_usd: float = Field(default=0.0, ge=0, validation_alias="TOKEN_MONTHLY_BUDGET_USD")
+    budget_spent_wav: Path = Field(default=DEFAULT_BUDGET_SPENT_WAV, validation_alias="AGENT_BUDGET_SPENT_WAV")
     participant_timeout_s: float = Field(default=30.0, gt=0, validation_alias="AGENT_PARTICIPANT_TIMEOUT_S")
     faq_path: Path = Field(default=DEFAULT_FAQ_PATH, validation_alias="AGENT_FAQ_PATH")
 

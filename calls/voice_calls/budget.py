@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Mapping
+from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 
 PREFIX = "voice:usage:"
@@ -87,3 +88,28 @@ def call_writes(identity: str | None, seconds: float, at: float | None = None) -
 def total(values: Mapping[str, str], field: str) -> float:
     """A field of a totals hash as a number (0 when absent)."""
     return float(values.get(field) or 0)
+
+
+@dataclass(frozen=True)
+class Spent:
+    """A cost cap that is reached: `period` ("today's" or "this month's"), its cap in USD,
+    and the seconds until the period ends (the HTTP ``Retry-After``)."""
+
+    period: str
+    cap_usd: float
+    retry_after_s: int
+
+
+def cost_cap_reached(
+    day: Mapping[str, str], month: Mapping[str, str], daily_usd: float, monthly_usd: float, now: float
+) -> Spent | None:
+    """The first cost cap (USD; 0: none) that today's totals (`day`, the hash at `day_key`)
+    or this month's (`month`) have reached at `now` (Unix s), or None. The token server
+    refuses web calls with it, the agent phone calls (they do not pass the token server)."""
+    for cap, totals, period, retry in (
+        (daily_usd, day, "today's", seconds_to_next_day(now)),
+        (monthly_usd, month, "this month's", seconds_to_next_month(now)),
+    ):
+        if cap and total(totals, "cost_usd") >= cap:
+            return Spent(period, cap, retry)
+    return None

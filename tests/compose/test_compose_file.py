@@ -17,8 +17,10 @@ from scripts.stack import ROOT, parse_env_file
 
 COMPOSE = yaml.safe_load((ROOT / "compose.yaml").read_text(encoding="utf-8"))
 SERVICES: dict[str, dict] = COMPOSE["services"]
+#: Tools run on demand (`docker compose run --rm doctor`), never by `up` (profile tools).
+TOOLS = {name for name, service in SERVICES.items() if "tools" in service.get("profiles", [])}
 #: One-shot jobs (`restart: "no"`): they run to completion at every `up` (sip-provision).
-JOBS = {name for name, service in SERVICES.items() if service.get("restart") == "no"}
+JOBS = {name for name, service in SERVICES.items() if service.get("restart") == "no"} - TOOLS
 SECRETS = ("LIVEKIT_API_KEY", "LIVEKIT_API_SECRET", "APPLIANCE_REDIS_PASSWORD")
 
 
@@ -38,7 +40,7 @@ def dockerfile_stage(service: dict) -> str:
     return next(stage for stage in stages if re.match(rf"\S+ AS {re.escape(target)}\s", stage))
 
 
-@pytest.mark.parametrize("name", sorted(set(SERVICES) - JOBS))
+@pytest.mark.parametrize("name", sorted(set(SERVICES) - JOBS - TOOLS))
 def test_every_service_is_health_checked_and_restarts(name: str) -> None:
     service = SERVICES[name]
     assert service.get("restart") == "unless-stopped"
@@ -57,6 +59,13 @@ def test_one_shot_jobs_wait_for_what_they_need_and_are_waited_for(name: str) -> 
     assert job.get("healthcheck") == {"disable": True}, f"{name}: a job has no health to check"
     assert all(c == {"condition": "service_healthy"} for c in job.get("depends_on", {}).values()), name
     assert any(name in s.get("depends_on", {}) for s in SERVICES.values()), f"nothing waits for {name}"
+
+
+@pytest.mark.parametrize("name", sorted(TOOLS))
+def test_tools_run_only_when_asked_and_nothing_waits_for_them(name: str) -> None:
+    tool = SERVICES[name]
+    assert tool.get("restart") == "no" and tool.get("healthcheck") == {"disable": True}, name
+    assert not any(name in s.get("depends_on", {}) for s in SERVICES.values()), f"something waits for {name}"
 
 
 def test_telephony_is_an_opt_in_profile_configured_like_the_native_run() -> None:

@@ -23,6 +23,7 @@ import redis
 from tests.compose.harness import ComposeStack
 from tests.e2e.harness import listening_addresses
 from tests.e2e.test_call import check_a_whole_call
+from tests.e2e.test_doctor import findings
 from tests.e2e.test_phone import CALLER, check_an_inbound_call
 from tests.standins.gemini_live import GeminiLiveStandin
 
@@ -146,6 +147,27 @@ def test_every_service_runs_unprivileged(compose_stack: ComposeStack) -> None:
         pid = state["State"]["Pid"]
         uid_line = next(line for line in Path(f"/proc/{pid}/status").read_text().splitlines() if line.startswith("Uid:"))
         assert int(uid_line.split()[1]) != 0, f"{service} runs as root"
+
+
+def test_the_doctor_checks_the_compose_stack(compose_stack: ComposeStack) -> None:
+    """`docker compose run --rm doctor`: every check passes on the working stack, and a wrong
+    LIVEKIT_NODE_IP (what the doctor sees when .env and the machine disagree) is named."""
+    done = compose_stack.run("run", "--rm", "-T", "doctor", timeout=240, check=False)
+    found = findings(done.stdout)
+    failing = [line for line in found.values() if line.startswith("✗")]
+    assert done.returncode == 0 and failing == [], done.stdout + done.stderr[-2000:]
+    for name in ("livekit-keys", "gemini", "clock", "redis", "livekit", "token-server", "agent", "web",
+                 "node-ip", "media-udp", "media-tcp", "tls"):
+        assert name in found, f"no {name} line: {found}"
+    assert found["agent"].startswith("✓ agent: healthy (agent workers registered with LiveKit")
+    assert found["media-udp"].startswith("✓ media-udp: ICE (STUN binding) answered over UDP at 127.0.0.1:")
+
+    wrong = compose_stack.run("run", "--rm", "-T", "-e", "LIVEKIT_NODE_IP=192.0.2.10", "doctor", timeout=240,
+                              check=False)
+    found = findings(wrong.stdout)
+    assert wrong.returncode == 1, wrong.stdout
+    assert found["node-ip"].startswith("✗ node-ip: LIVEKIT_NODE_IP=192.0.2.10 is not an address of this machine"), \
+        found["node-ip"]
 
 
 def test_agent_scales_to_three_replicas_without_port_clashes(compose_stack: ComposeStack) -> None:

@@ -496,14 +496,20 @@ def _udp_datagrams(path: Path) -> Iterator[tuple[float, int, int, bytes]]:
         yield sec + frac / (1e9 if nanos else 1e6), src, dst, udp[8:size]
 
 
+def audible(packet: RtpPacket, threshold_dbfs: float = -45.0) -> bool:
+    """A PCMU packet we received (20 ms) louder than `threshold_dbfs`."""
+    return not packet.sent and packet.payload_type == PCMU and rms_dbfs(mulaw_decode(packet.payload)) > threshold_dbfs
+
+
 def first_audible(packets: list[RtpPacket], after: float, threshold_dbfs: float = -45.0) -> float | None:
     """Capture time of the first received PCMU packet after `after` (Unix s) louder than
     `threshold_dbfs` (a 20 ms packet), or None."""
-    for packet in packets:
-        if not packet.sent and packet.payload_type == PCMU and packet.at > after:
-            if rms_dbfs(mulaw_decode(packet.payload)) > threshold_dbfs:
-                return packet.at
-    return None
+    return next((p.at for p in packets if p.at > after and audible(p, threshold_dbfs)), None)
+
+
+def audible_seconds(packets: list[RtpPacket], threshold_dbfs: float = -45.0) -> float:
+    """How much of what we received was louder than `threshold_dbfs`, seconds (20 ms packets)."""
+    return sum(PACKET_SAMPLES for p in packets if audible(p, threshold_dbfs)) / PHONE_SAMPLE_RATE
 
 
 @dataclass

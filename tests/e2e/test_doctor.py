@@ -39,14 +39,19 @@ def doctor(stack_env: dict[str, str], tmp_path: Path, **changes: str) -> tuple[i
     inherited = {k: v for k, v in os.environ.items() if k not in keys}
     done = subprocess.run([str(stack.ROOT / "scripts" / "doctor"), "--env-file", str(env_file)], env=inherited,
                           capture_output=True, text=True, timeout=180, check=False)
-    lines = done.stdout.splitlines()
-    assert lines and lines[-1].startswith("doctor: "), done.stdout + done.stderr
     assert done.stderr == "", done.stderr
+    return done.returncode, findings(done.stdout)
+
+
+def findings(stdout: str) -> dict[str, str]:
+    """The doctor's report as each check's line by check name (its last line is the tally)."""
+    lines = stdout.splitlines()
+    assert lines and lines[-1].startswith("doctor: "), stdout
     found = {}
     for line in lines[:-1]:
         assert line[:2] in {"✓ ", "✗ "}, line
         found[line[2:].split(":", 1)[0]] = line
-    return done.returncode, found
+    return found
 
 
 def test_a_working_stack_passes_every_check(native_stack: ProcessStack, tmp_path: Path) -> None:

@@ -24,7 +24,9 @@ from typing import Any
 
 import numpy as np
 import pytest
+import redis
 from livekit import api
+from voice_calls import budget
 
 from tests.audio import envelope_correlation, mulaw_decode, mulaw_encode, synthesize, write_wav
 from tests.e2e.harness import (
@@ -41,6 +43,7 @@ from tests.e2e.sipp import (
     PhoneCallResult,
     RtpCapture,
     Sipp,
+    audible_seconds,
     caller_scenario,
     callee_scenario,
     first_audible,
@@ -54,6 +57,7 @@ pytestmark = [pytest.mark.e2e, pytest.mark.timeout(420)]
 CALLER = "+15550123456"
 CALLEE = "+15550142424"
 TRANSFER_TO = "+15550009999"
+DAILY_BUDGET_USD = 1000.0
 RING_TIMEOUT_S = 5
 UTTERANCE = "What time is it in Paris right now?"
 #: Silence before the caller speaks: the greeting plays first (the agent and its model link
@@ -76,6 +80,8 @@ def phone_stack(
         **telephony_overrides(outbound_port=callee_port),
         "SIP_OUTBOUND_RING_TIMEOUT_S": str(RING_TIMEOUT_S),
         "SIP_TRANSFER_TO": TRANSFER_TO,
+        # High enough for every other test; test_a_phone_call_after_the_budget_is_spent_... spends it.
+        "TOKEN_DAILY_BUDGET_USD": str(DAILY_BUDGET_USD),
         # A job holds its room for this long without a refresh; this machine is shared and busy,
         # and these tests are not about handing calls over (tests/e2e/test_restarts.py is).
         "AGENT_ROOM_CLAIM_TTL_S": "15",
@@ -284,6 +290,31 @@ def test_transfer_call_refers_the_caller_to_a_person(
 
 
 # --- refusals ---------------------------------------------------------------------------------
+
+def test_a_phone_call_after_the_budget_is_spent_hears_why_and_is_hung_up(
+    phone_stack: ProcessStack, standin: GeminiLiveStandin, tmp_path: Path
+) -> None:
+    """Phone calls do not pass the token server: once today's cost reaches its cap, the agent
+    answers an inbound call with the budget message, without connecting the model, and hangs up."""
+    client = redis.Redis.from_url(phone_stack.env["REDIS_URL"], decode_responses=True)
+    day = budget.day_key(time.time())
+    sessions_before = len(standin.sessions)
+    client.hincrbyfloat(day, "cost_usd", DAILY_BUDGET_USD)  # as if earlier calls had spent it
+    try:
+        scenario = caller_scenario(audio=None, talk_ms=30_000, password=TRUNK_PASSWORD, hang_up=False)
+        call = call_in(phone_stack.env["SIP_PORT"], tmp_path, scenario)
+    finally:
+        client.hincrbyfloat(day, "cost_usd", -DAILY_BUDGET_USD)
+    assert call.run.returncode == 0, call.run.errors[-3000:]
+    assert call.run.final_answers() == ["SIP/2.0 407 Unauthorized", "SIP/2.0 200 OK"]
+    [bye] = call.run.received("BYE")
+    heard_s = audible_seconds(call.packets)  # the message is 4.7 s, with pauses between words
+    assert heard_s > 2.0, f"only {heard_s:.1f} s of the budget message was heard before the BYE"
+    record = phone_record(phone_stack, CALLER, call.started_at)
+    assert record["end_reason"] == "budget exhausted", record
+    assert len(standin.sessions) == sessions_before  # the model was never connected
+    assert bye.startswith("BYE sip:")
+
 
 def test_calls_from_elsewhere_or_with_a_wrong_password_never_reach_the_agent(
     phone_stack: ProcessStack, standin: GeminiLiveStandin, tmp_path: Path

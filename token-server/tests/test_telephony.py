@@ -11,8 +11,10 @@ import subprocess
 import sys
 
 import pytest
+import redis
 from flask.testing import FlaskClient
 from livekit import api
+from voice_calls import budget
 
 from tests import openapi_check
 from token_server import create_app
@@ -144,3 +146,18 @@ def test_an_unreachable_livekit_is_a_503(client: FlaskClient) -> None:
     """Nothing listens at LIVEKIT_URL: nothing is dialled, and the caller may retry."""
     status, answer = post(client, {"to": "+15551234567", "purpose": "a reminder"})
     assert status == 503 and answer["error"]["code"] == "telephony_unavailable", answer
+
+
+def test_an_outbound_call_is_not_placed_once_the_budget_is_spent(redis_url: str) -> None:
+    """The cost caps apply to the calls the agent places too: refused before anything is dialled
+    (LiveKit at LIVEKIT_URL is unreachable here, so a dial would answer 503 telephony_unavailable)."""
+    tel = telephony(sip_inbound_allowed_addresses="127.0.0.1", sip_outbound_address="127.0.0.1:9",
+                    sip_outbound_number="+15550100000", livekit_url="ws://127.0.0.1:9")
+    app = create_app(make_settings(records_api_keys=RECORDS_KEY, telephony=tel, redis_url=redis_url,
+                                   token_daily_budget_usd=1.0))
+    status, answer = post(app.test_client(), {"to": "+15551234567"})
+    assert (status, answer["error"]["code"]) == (503, "telephony_unavailable"), answer  # under the cap: dialled
+    for op, args in budget.usage_writes({("output", "audio"): 100_000}, 1.2):
+        getattr(redis.Redis.from_url(redis_url), op)(*args)
+    status, answer = post(app.test_client(), {"to": "+15551234567"})
+    assert (status, answer["error"]["code"]) == (503, "budget_exhausted"), answer

@@ -101,6 +101,12 @@ def _refuse_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
     return result
 
 
+def current_budgets() -> Budgets | None:
+    """This app's budgets (`budgets.create_budgets`), None when no cap is set."""
+    budgets: Budgets | None = current_app.extensions[_BUDGETS]
+    return budgets
+
+
 def read_json_object(req: Request) -> dict[str, Any]:
     """The request body as a JSON object; an empty body counts as ``{}``.
 
@@ -181,7 +187,7 @@ def issue_token() -> tuple[Response, int]:
     identity = chosen or new_identity()
     server_url = server_url_for(settings, request)
 
-    budgets: Budgets | None = current_app.extensions[_BUDGETS]
+    budgets = current_budgets()
     if budgets is not None:
         budgets.check(identity)
     room_name = new_room_name()

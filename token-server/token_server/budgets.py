@@ -46,15 +46,16 @@ class Budgets:
             redis.RedisError: Redis unreachable (the app answers 503 storage_unavailable).
         """
         now = time.time() if now is None else now
-        for cap, key, period, retry in (
-            (self._daily_usd, budget.day_key(now), "today's", budget.seconds_to_next_day(now)),
-            (self._monthly_usd, budget.month_key(now), "this month's", budget.seconds_to_next_month(now)),
-        ):
-            if cap and budget.total(self._client.hgetall(key), "cost_usd") >= cap:
-                log.warning("budget_exhausted", period=period, cap_usd=cap)
-                raise ApiError(503, "budget_exhausted",
-                               f"{period} call budget (USD {cap:g}) is spent; calls resume in {retry // 60} min",
-                               {"Retry-After": str(retry)})
+        spent = budget.cost_cap_reached(
+            self._client.hgetall(budget.day_key(now)) if self._daily_usd else {},
+            self._client.hgetall(budget.month_key(now)) if self._monthly_usd else {},
+            self._daily_usd, self._monthly_usd, now,
+        )
+        if spent is not None:
+            log.warning("budget_exhausted", period=spent.period, cap_usd=spent.cap_usd)
+            raise ApiError(503, "budget_exhausted",
+                           f"{spent.period} call budget (USD {spent.cap_usd:g}) is spent; calls resume in "
+                           f"{spent.retry_after_s // 60} min", {"Retry-After": str(spent.retry_after_s)})
         if self._minutes:
             used_s = budget.total(self._client.hgetall(budget.identity_day_key(identity, now)), "call_seconds")
             if used_s >= self._minutes * 60:

@@ -22,7 +22,7 @@ from google.protobuf.duration_pb2 import Duration
 from livekit import api
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-from .api import read_json_object
+from .api import current_budgets, read_json_object
 from .auth import KeyRing
 from .errors import ApiError
 from .schemas import describe_request_error
@@ -85,6 +85,9 @@ def place_call() -> tuple[Response, int]:
         call = OutboundCallRequest.model_validate(read_json_object(request))
     except ValidationError as error:
         raise ApiError(422, "validation_error", describe_request_error(error)) from None
+    budgets = current_budgets()
+    if budgets is not None:  # a call the budget cannot pay for is not placed
+        budgets.check("sip_" + call.to)
     try:
         answer = asyncio.run(dial(settings, call))
     except aiohttp.ClientError as error:
