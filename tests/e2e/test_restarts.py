@@ -297,6 +297,12 @@ async def test_redis_refusing_writes_mid_call_loses_nothing_and_alerts(
     assert [t["role"] for t in record["turns"]][:3] == ["assistant", "user", "assistant"]
     assert "Europe/Paris" in record["turns"][2]["text"], "the turn taken while Redis refused writes"
     assert restart_stack.wait_for_log("agent", "call records cannot be written", 5)
+    # livekit-server could not refresh its node's stats in Redis either ("could not find any
+    # available nodes" for a new participant until it does): new callers get in again.
+    deadline = time.monotonic() + 30
+    while not await probe_join(restart_stack.env):
+        assert time.monotonic() < deadline, "livekit-server still refuses new participants"
+        await asyncio.sleep(0.5)
 
 
 # --- the caller's network drops and comes back ------------------------------------------------
