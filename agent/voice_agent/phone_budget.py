@@ -40,14 +40,14 @@ async def spent(
 ) -> budget.Spent | None:
     """The cost cap a new call finds reached, or None: no cap set, none reached, Redis
     unreachable (the call is answered then), or the call is already in progress (its record
-    exists: an earlier job served it, and live calls finish normally). Call it before
+    has started: an earlier job served it, and live calls finish normally). Call it before
     `records.CallRecorder.start`."""
     if not daily_usd and not monthly_usd:
         return None
     now = time.time() if now is None else now
     redis = call.redis
     try:
-        if await redis.exists(call_key(call.room)):
+        if await redis.hexists(call_key(call.room), "started_at"):  # not the room claim's fields
             return None
         day, month = await asyncio.gather(redis.hgetall(budget.day_key(now)), redis.hgetall(budget.month_key(now)))
     except RedisError as exc:
