@@ -34,6 +34,8 @@ PACKET_SAMPLES = PHONE_SAMPLE_RATE // 50
 TELEPHONE_EVENT = 101
 #: A call with no final answer this long counts as dropped (ms).
 DROPPED_AFTER_MS = 6000
+#: The caller's phone reports a transfer's outcome (NOTIFY) this long after accepting it (ms).
+REFER_NOTIFY_AFTER_MS = 500
 #: RFC 4733 DTMF for one key, as SIPp's package ships them (`dtmf_2833_<key>.pcap`).
 DTMF_PCAP = "/usr/share/sip-tester/dtmf_2833_{key}.pcap"
 
@@ -208,6 +210,10 @@ SIP/2.0 202 Accepted
 [last_CSeq:]
 Contact: <sip:[$caller]@[local_ip]:[local_port]>
 Content-Length: 0''')}</send>""",
+            # A phone reports the transfer's outcome once it has called the target, not in the same
+            # instant as its 202: livekit-sip v1.8.0 fails the REFER ("transaction failed to
+            # complete (0 intermediate responses)") when the NOTIFY comes within milliseconds.
+            f'\n  <pause milliseconds="{REFER_NOTIFY_AFTER_MS}"/>',
             _in_dialog("NOTIFY", cseq + 1, "Event: refer\nSubscription-State: terminated;reason=noresource\n"
                        "Content-Type: message/sipfrag;version=2.0", "SIP/2.0 200 OK"),
             '\n  <recv response="200"/>',
