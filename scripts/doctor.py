@@ -122,7 +122,7 @@ def compose_health_checks(env: Mapping[str, str]) -> dict[str, stack.HealthCheck
     has registered them (their health ports are any free port, named inside their containers)."""
     checks = stack.health_checks(env)
     web_port = int(env.get("WEB_HEALTH_PORT") or 0)
-    web = f"http://127.0.0.1:{web_port}/"
+    web = f"http://127.0.0.1:{web_port}/healthz"  # docker/Caddyfile's health site
     checks["web"] = stack.HealthCheck("web", lambda: health.http_ok(web), f"GET {web}", lambda: [web_port])
     checks["agent"] = stack.HealthCheck(
         "agent", lambda: registered_workers(env) > 0,
