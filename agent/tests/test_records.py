@@ -359,8 +359,9 @@ async def watchdog_over(
     try:
         yield watched
     finally:
-        task.cancel()
-        await asyncio.gather(task, return_exceptions=True)
+        while not task.done():  # a cancel can be lost inside a client's timeout (Python 3.11)
+            task.cancel()
+            await asyncio.wait([task], timeout=1.0)
         await watched.job.aclose()
         await watched.client.aclose()
 

@@ -25,6 +25,8 @@ from dataclasses import dataclass
 from typing import Any
 
 import redis.asyncio as aioredis
+from redis.asyncio.retry import Retry
+from redis.backoff import NoBackoff
 from prometheus_client import Counter
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import (
@@ -71,12 +73,16 @@ WRITE_FAILURES = Counter(
     ["error"],
 )
 
-def connect(url: str, client_name: str | None = None) -> aioredis.Redis:
+def connect(url: str, client_name: str | None = None, *, retry: bool = True) -> aioredis.Redis:
     """An asyncio Redis client that reconnects by itself (short timeouts, no hanging call).
 
     Args:
         client_name: ``CLIENT SETNAME`` of every connection it opens (see `claims`).
+        retry: retry a command that met a connection error, with backoff (redis-py's default:
+            3 times, 1 s, 2 s, 4 s, so an outage that short is never seen). False: fail at once,
+            for a caller that must know Redis was away (the watchdog's hold-off).
     """
+    extra = {} if retry else {"retry": Retry(NoBackoff(), 0)}
     return aioredis.Redis.from_url(
         url,
         decode_responses=True,
@@ -85,6 +91,7 @@ def connect(url: str, client_name: str | None = None) -> aioredis.Redis:
         health_check_interval=10,
         retry_on_timeout=False,
         client_name=client_name,
+        **extra,
     )
 
 

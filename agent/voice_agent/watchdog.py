@@ -117,7 +117,8 @@ class CallWatchdog:
 
     async def run(self) -> None:
         """Check every `interval_s` until cancelled; errors are logged, never fatal."""
-        redis = records.connect(self._redis_url)
+        # No silent retries: a round during an outage must fail, so the hold-off starts.
+        redis = records.connect(self._redis_url, retry=False)
         lk = api.LiveKitAPI(*self._livekit)
         quiet_until = 0.0  # after a failed round: only ping Redis until then
         try:
