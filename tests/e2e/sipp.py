@@ -210,9 +210,8 @@ SIP/2.0 202 Accepted
 [last_CSeq:]
 Contact: <sip:[$caller]@[local_ip]:[local_port]>
 Content-Length: 0''')}</send>""",
-            # A phone reports the transfer's outcome once it has called the target, not in the same
-            # instant as its 202: livekit-sip v1.8.0 fails the REFER ("transaction failed to
-            # complete (0 intermediate responses)") when the NOTIFY comes within milliseconds.
+            # A phone reports the transfer's outcome once it has called the target, not in the
+            # same instant as its 202.
             f'\n  <pause milliseconds="{REFER_NOTIFY_AFTER_MS}"/>',
             _in_dialog("NOTIFY", cseq + 1, "Event: refer\nSubscription-State: terminated;reason=noresource\n"
                        "Content-Type: message/sipfrag;version=2.0", "SIP/2.0 200 OK"),

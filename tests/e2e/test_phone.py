@@ -286,7 +286,14 @@ def test_transfer_call_refers_the_caller_to_a_person(
     refer_to = next(line for line in refer.splitlines() if line.lower().startswith(("refer-to:", "r:")))
     assert TRANSFER_TO in refer_to, refer_to
     record = phone_record(phone_stack, CALLER, call.started_at)
-    assert record["end_reason"] == f"transferred to tel:{TRANSFER_TO}", record
+    sip_log = (phone_stack.log_dir / "sip.log").read_text(errors="replace")
+    if any("inbound call failed to transfer" in line and record["sip_call_id"] in line for line in sip_log.splitlines()):
+        # livekit-sip v1.8.0 now and then fails the REFER within milliseconds ("transaction failed
+        # to complete (0 intermediate responses)") although the phone accepted it: the agent
+        # hears that the transfer failed and must not record one.
+        assert record["end_reason"] == "caller left", record
+    else:
+        assert record["end_reason"] == f"transferred to tel:{TRANSFER_TO}", record
 
 
 # --- refusals ---------------------------------------------------------------------------------
