@@ -248,9 +248,11 @@ async def test_redis_restart_mid_call_loses_nothing_and_the_services_reconnect(
     print("record:", after["jobs"], "job(s);", [(e["event"], e.get("reason")) for e in after["events"]])
     assert after["turns"][: len(before["turns"])] == before["turns"], "nothing recorded before was lost"
     outage = after["turns"][len(before["turns"]) : len(before["turns"]) + 2]
-    assert [t["role"] for t in outage] == ["user", "assistant"] and "Europe/Paris" in outage[1]["text"], (
+    assert [t["role"] for t in outage] == ["user", "assistant"] and outage[1]["text"], (
         "the turn taken while Redis was away was recorded"
     )
+    if after["jobs"] == 1:  # otherwise its answer is recorded as far as it played before the job ended
+        assert "Europe/Paris" in outage[1]["text"], outage
     assert after["turns"][-1]["role"] == "assistant" and "Europe/Paris" in after["turns"][-1]["text"]
     assert all(t["text"] for t in after["turns"]) and len(after["tool_calls"]) >= 3
     assert after["end_reason"] == "caller left" and after["usage"]["total_tokens"] > 0
