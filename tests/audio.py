@@ -90,7 +90,6 @@ def best_envelope_match(sent: np.ndarray, received: np.ndarray) -> tuple[float, 
     return best, best_lag
 
 
-
 def envelope_correlation(
     sent: np.ndarray, sent_rate: int, received: np.ndarray, received_rate: int, window_ms: int = 20
 ) -> float:
@@ -110,6 +109,7 @@ def envelope_correlation(
     step = received_rate * 2 // 1000
     return max(best_envelope_match(reference, envelope(received[offset:], received_rate, window_ms))[0]
                for offset in range(0, received_rate * window_ms // 1000, step))
+
 
 #: G.711 μ-law (ITU-T G.711): the bias added before the segment search, and the largest
 #: magnitude it encodes.

@@ -24,7 +24,7 @@ from voice_calls import budget
 from voice_calls.records import call_key
 
 from . import call_room, records
-from .link import clip_frames, load_clip
+from .link import clip_frames
 from .telephony import PhoneCall, PhoneDispatch
 
 logger = logging.getLogger("voice_agent.phone_budget")
@@ -88,8 +88,8 @@ async def refuse(
 async def play_clip(room: rtc.Room, wav: Path) -> None:
     """Publish a track, play `wav` on it in real time once someone has subscribed (or after
     `SUBSCRIBED_WITHIN_S`), and return when it has played."""
-    rate, _ = load_clip(wav)
-    source = rtc.AudioSource(rate, 1)
+    frames = [frame async for frame in clip_frames(wav)]  # read once: the rate comes with them
+    source = rtc.AudioSource(frames[0].sample_rate, 1)
     track = rtc.LocalAudioTrack.create_audio_track("agent-voice", source)
     subscribed = asyncio.Event()
     room.on("local_track_subscribed", lambda _track: subscribed.set())
@@ -100,7 +100,7 @@ async def play_clip(room: rtc.Room, wav: Path) -> None:
         await asyncio.wait_for(subscribed.wait(), SUBSCRIBED_WITHIN_S)
     except TimeoutError:
         logger.info("nobody subscribed to the budget message within %.0f s; playing it anyway", SUBSCRIBED_WITHIN_S)
-    async for frame in clip_frames(wav):
+    for frame in frames:
         await source.capture_frame(frame)
     await source.wait_for_playout()
     await source.aclose()
