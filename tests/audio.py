@@ -25,18 +25,17 @@ def synthesize(text: str, sample_rate: int, voice: str = "en-us", speed_wpm: int
     Raises:
         subprocess.CalledProcessError: espeak-ng or sox failed (are they installed?).
     """
-    wav = subprocess.run(
-        ["espeak-ng", "-v", voice, "-s", str(speed_wpm), "--stdout", text],
-        check=True,
-        capture_output=True,
-    ).stdout
-    raw = subprocess.run(
-        ["sox", "-t", "wav", "-", "-t", "raw", "-e", "signed-integer", "-b", "16", "-c", "1",
-         "-r", str(sample_rate), "-"],
-        input=wav,
-        check=True,
-        capture_output=True,
-    ).stdout
+    espeak_args = ["espeak-ng", "-v", voice, "-s", str(speed_wpm), "--stdout", text]
+    with subprocess.Popen(espeak_args, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL) as espeak:
+        raw = subprocess.run(  # sox reads while espeak-ng writes: one pass, not two
+            ["sox", "-t", "wav", "-", "-t", "raw", "-e", "signed-integer", "-b", "16", "-c", "1",
+             "-r", str(sample_rate), "-"],
+            stdin=espeak.stdout,
+            check=True,
+            capture_output=True,
+        ).stdout
+    if espeak.returncode != 0:
+        raise subprocess.CalledProcessError(espeak.returncode, espeak_args)
     samples = np.frombuffer(raw, dtype=np.int16).copy()
     samples.setflags(write=False)
     return samples
@@ -52,8 +51,11 @@ def write_wav(path: Path, samples: np.ndarray, sample_rate: int) -> Path:
     return path
 
 
-def rms_dbfs(samples: np.ndarray) -> float:
-    """Level of int16 samples in dBFS (-120 for digital silence)."""
+def rms_dbfs(samples: np.ndarray | bytes) -> float:
+    """RMS level of PCM16 samples (int16 array, or little-endian bytes) in dBFS, full scale
+    32768; about -210 for digital silence, -120 for none."""
+    if isinstance(samples, (bytes, bytearray, memoryview)):
+        samples = np.frombuffer(samples, dtype="<i2")
     if len(samples) == 0:
         return -120.0
     x = np.asarray(samples, dtype=np.float64).ravel()

@@ -23,11 +23,11 @@ import numpy as np
 import pytest
 from playwright.sync_api import Browser, BrowserContext, Page, Playwright, expect, sync_playwright
 
-from tests.audio import synthesize, write_wav
+from tests.audio import rms_dbfs, synthesize, write_wav
 from tests.e2e.browser import DESKTOP, FAKE_MIC_RATE, PHONE, launch, screenshot, speech_wav
 from tests.e2e.calls import ExtraWorker, job_pid, worker_stopped
 from tests.e2e.harness import ProcessStack
-from tests.standins.gemini_live import GeminiLiveStandin, SessionRecord, pcm16_dbfs
+from tests.standins.gemini_live import GeminiLiveStandin, SessionRecord
 
 pytestmark = [pytest.mark.e2e, pytest.mark.browser]
 
@@ -298,7 +298,7 @@ def test_mute_keeps_speech_from_the_model_and_unmute_lets_it_through(
     # The agent keeps streaming the (silent) muted track to the model: the level below is measured.
     assert len(audio) >= (window[1] - window[0]) / 2 * 32_000, f"only {len(audio)} bytes while muted"
     frames = [audio[i : i + 640] for i in range(0, len(audio) - 639, 640)]  # 20 ms at 16 kHz
-    loudest = max((pcm16_dbfs(f) for f in frames), default=-120.0)
+    loudest = max((rms_dbfs(f) for f in frames), default=-120.0)
     assert loudest < MUTED_MAX_DBFS, f"muted input reached {loudest:.1f} dBFS"
 
 

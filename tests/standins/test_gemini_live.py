@@ -26,6 +26,7 @@ from google import genai
 from google.genai import types
 from websockets.asyncio.client import connect as ws_connect
 
+from tests.audio import rms_dbfs
 from tests.standins.gemini_live import (
     INPUT_SAMPLE_RATE,
     OUTPUT_SAMPLE_RATE,
@@ -36,7 +37,6 @@ from tests.standins.gemini_live import (
     SENSITIVITY_DB,
     TONE_DBFS,
     ToolCallSpec,
-    pcm16_dbfs,
     speech_pcm,
     tone_pcm,
 )
@@ -746,7 +746,7 @@ def _scaled(pcm: bytes, dbfs: float) -> bytes:
     """`pcm` (PCM16) scaled so its loud frames sit near `dbfs`: the utterance's peak 20 ms level."""
     samples = np.frombuffer(pcm, dtype="<i2").astype(np.float64)
     frames = samples[: len(samples) // 320 * 320].reshape(-1, 320)
-    loudest = max(pcm16_dbfs(f.astype("<i2").tobytes()) for f in frames)
+    loudest = max(rms_dbfs(f.astype("<i2").tobytes()) for f in frames)
     scaled = samples * 10 ** ((dbfs - loudest) / 20)
     return np.clip(scaled, -32768, 32767).astype("<i2").tobytes()
 
@@ -812,7 +812,7 @@ def test_tone_replies_are_steady() -> None:
     pcm = tone_pcm(3)
     assert len(pcm) == int(3 * 0.3 * OUTPUT_SAMPLE_RATE) * 2
     frames = [pcm[i : i + 480] for i in range(480, len(pcm) - 480, 480)]  # 10 ms at 24 kHz
-    assert all(abs(pcm16_dbfs(f) - TONE_DBFS) < 0.5 for f in frames)
+    assert all(abs(rms_dbfs(f) - TONE_DBFS) < 0.5 for f in frames)
 
 
 def jpeg_of(rgb: tuple[int, int, int], size: tuple[int, int]) -> bytes:

@@ -102,9 +102,9 @@ from .records import (
     TurnRecord,
 )
 from .server import CA_FILE_NAME, CA_KEY_FILE_NAME, GeminiLiveStandin
-from .speech import TONE_DBFS, TONE_S_PER_WORD, resample_pcm16, speech_pcm, tone_pcm
+from .speech import TONE_DBFS, TONE_S_PER_WORD, speech_pcm, tone_pcm
 from .tools import ToolCallSpec
-from .vad import SENSITIVITY_DB, EnergyVad, VadEvent, pcm16_dbfs, vad_thresholds
+from .vad import SENSITIVITY_DB, EnergyVad, VadEvent, vad_thresholds
 from .video import COLOUR_NAMES, SEEN_WITHIN_S, VideoFrameRecord, read_image
 
 __all__ = [
@@ -143,9 +143,7 @@ __all__ = [
     "encode_server_message",
     "message_kind",
     "parse_client_frame",
-    "pcm16_dbfs",
     "read_image",
-    "resample_pcm16",
     "speech_pcm",
     "tone_pcm",
     "vad_thresholds",

@@ -11,20 +11,11 @@ import math
 from dataclasses import dataclass
 from typing import Literal
 
-import numpy as np
 from google.genai import types
 
+from tests.audio import rms_dbfs
+
 from .protocol import INPUT_SAMPLE_RATE, SAMPLE_WIDTH
-
-
-def pcm16_dbfs(pcm: bytes | np.ndarray) -> float:
-    """RMS level of PCM16 samples in dBFS (full scale 32768); ``-inf`` for silence."""
-    samples = np.frombuffer(pcm, dtype="<i2") if isinstance(pcm, (bytes, bytearray)) else pcm
-    if samples.size == 0:
-        return -math.inf
-    rms = float(np.sqrt(np.mean(np.square(samples.astype(np.float64)))))
-    return 20.0 * math.log10(rms / 32768.0) if rms > 0 else -math.inf
-
 
 
 @dataclass(frozen=True)
@@ -117,7 +108,7 @@ class EnergyVad:
         while len(self._pending) >= self._frame_bytes:
             frame = bytes(self._pending[: self._frame_bytes])
             del self._pending[: self._frame_bytes]
-            level = pcm16_dbfs(frame)
+            level = rms_dbfs(frame)
             voiced = level >= (self._end_threshold if self.in_speech else self._threshold)
             index = self._frame_index
             self._frame_index += 1
