@@ -1,11 +1,18 @@
 """Fixtures that start real things: the Gemini Live stand-in and the native stack's processes.
 
-Logs of every process go to `artifacts/logs/` (kept by CI); a failing start shows the tail.
+Logs of every process go to `artifacts/logs/` (kept by CI; under `./scripts/test`, whose
+pytest-xdist workers each run stacks of their own, to `artifacts/logs/<worker>/`); a failing
+start shows the tail.
+
+Order: test files run longest first (their times in the last run, from pytest's cache;
+without it, the end-to-end files first), so that pytest-xdist's workers, which take whole
+files in collection order (`--dist loadfile`), do not start a long file last.
 """
 
 from __future__ import annotations
 
 import shutil
+from collections import defaultdict
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -18,6 +25,43 @@ from tests.standins.gemini_live import GeminiLiveStandin
 
 ARTIFACTS = stack.ROOT / "artifacts"
 
+#: pytest's cache key of the seconds each test file took (setup, call and teardown) last run.
+FILE_SECONDS_KEY = "voice-appliance/file-seconds"
+#: A file's weight when the cache does not know it: end-to-end files take minutes.
+E2E_FILE_GUESS_S = 100.0
+
+_file_seconds: defaultdict[str, float] = defaultdict(float)
+
+
+def _file(nodeid: str) -> str:
+    return nodeid.split("::", 1)[0]
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Longest test files first; a file's tests stay together and in their order."""
+    known: dict[str, float] = config.cache.get(FILE_SECONDS_KEY, {}) if config.cache else {}
+
+    def seconds(item: pytest.Item) -> float:
+        guess = E2E_FILE_GUESS_S if item.get_closest_marker("e2e") else 0.0
+        return known.get(_file(item.nodeid), guess)
+
+    items.sort(key=seconds, reverse=True)  # stable: equal weights keep the collection order
+
+
+def pytest_runtest_logreport(report: pytest.TestReport) -> None:
+    """Add up each file's time (under pytest-xdist, the controller sees every worker's reports)."""
+    _file_seconds[_file(report.nodeid)] += report.duration
+
+
+def pytest_sessionfinish(session: pytest.Session) -> None:
+    """Keep this run's file times for the next run's order (the controller's or a lone run's)."""
+    config = session.config
+    if config.cache is None or hasattr(config, "workerinput") or not _file_seconds:
+        return
+    known = config.cache.get(FILE_SECONDS_KEY, {})
+    config.cache.set(FILE_SECONDS_KEY, {**known, **{f: round(s, 1) for f, s in _file_seconds.items()}})
+
+
 #: Calls the shared stack's worker takes at once (AGENT_MAX_CALLS).
 SHARED_STACK_LINES = 64
 
@@ -29,13 +73,21 @@ def artifacts() -> Path:
     return ARTIFACTS
 
 
+@pytest.fixture(scope="session")
+def log_dir(artifacts: Path, worker_id: str) -> Path:
+    """Where this session's processes write their logs: `artifacts/logs/`, or under
+    pytest-xdist the worker's own folder in it (`worker_id` is pytest-xdist's: gw0, gw1, ...,
+    or "master" without workers), so that no two stacks append to one file."""
+    return ARTIFACTS / "logs" if worker_id == "master" else artifacts / "logs" / worker_id
+
+
 #: The Gemini Live stand-in, serving TLS on 127.0.0.1 for the whole session.
 standin = standin_fixture("standin", "session")
 
 
 @pytest.fixture(scope="session")
 def native_stack(
-    standin: GeminiLiveStandin, tmp_path_factory: pytest.TempPathFactory, artifacts: Path
+    standin: GeminiLiveStandin, tmp_path_factory: pytest.TempPathFactory, log_dir: Path
 ) -> Iterator[ProcessStack]:
     """Redis, livekit-server, token server, agent worker and front door, from the Procfile."""
     for tool in ("redis-server", "livekit-server", "caddy", "gunicorn"):
@@ -45,7 +97,7 @@ def native_stack(
     # (admission control, token_server/admission.py). Lines enough that only the capacity
     # tests, on stacks of their own, meet a full house.
     with running_stack(
-        standin.base_url, str(standin.ca_file), tmp_path_factory.mktemp("state"), artifacts / "logs",
+        standin.base_url, str(standin.ca_file), tmp_path_factory.mktemp("state"), log_dir,
         extra={"AGENT_MAX_CALLS": str(SHARED_STACK_LINES)},
     ) as processes:
         yield processes

@@ -28,15 +28,15 @@ def standin_fixture(name: str, scope: Literal["session", "module"]) -> Callable[
 def stack_fixture(name: str, logs: str, extra: Mapping[str, str] | None = None, *,
                   timeout_s: float = 90.0) -> Callable[..., Any]:
     """A module-scoped fixture `name` running a native stack of its own against the session's
-    stand-in (`running_stack`), logging to ``artifacts/logs/{logs}``, with `extra` settings,
+    stand-in (`running_stack`), logging to ``{log_dir}/{logs}`` (the `log_dir` fixture), with `extra` settings,
     given `timeout_s` to start; assign it to a module-level name."""
 
     @pytest.fixture(scope="module", name=name)
     def _stack(
-        standin: GeminiLiveStandin, tmp_path_factory: pytest.TempPathFactory, artifacts: Path
+        standin: GeminiLiveStandin, tmp_path_factory: pytest.TempPathFactory, log_dir: Path
     ) -> Iterator[ProcessStack]:
         with running_stack(standin.base_url, str(standin.ca_file), tmp_path_factory.mktemp(f"{logs}-state"),
-                           artifacts / "logs" / logs, extra, timeout_s=timeout_s) as processes:
+                           log_dir / logs, extra, timeout_s=timeout_s) as processes:
             yield processes
 
     return _stack

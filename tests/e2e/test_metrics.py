@@ -107,11 +107,11 @@ def prometheus_api(port: int, path: str, **query: str) -> dict:
     return body["data"]
 
 
-def test_prometheus_scrapes_every_service(native_stack: ProcessStack, tmp_path: Path, artifacts: Path) -> None:
+def test_prometheus_scrapes_every_service(native_stack: ProcessStack, tmp_path: Path, log_dir: Path) -> None:
     config = tmp_path / "prometheus.yml"
     config.write_text(monitoring.prometheus_config(native_stack.env, scrape_interval_s=1), encoding="utf-8")
     port = free_port()
-    log = (artifacts / "logs" / "prometheus.log").open("w")
+    log = (log_dir / "prometheus.log").open("w")
     prometheus = subprocess.Popen(
         ["prometheus", f"--config.file={config}", f"--storage.tsdb.path={tmp_path / 'data'}",
          f"--web.listen-address=127.0.0.1:{port}"], stdout=log, stderr=subprocess.STDOUT)

@@ -86,7 +86,7 @@ def knowledge_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture(scope="module")
 def own_stack(
     model: GeminiLiveStandin, mcp_server: McpStandin, knowledge_dir: Path,
-    tmp_path_factory: pytest.TempPathFactory, artifacts: Path,
+    tmp_path_factory: pytest.TempPathFactory, log_dir: Path,
 ) -> Iterator[ProcessStack]:
     servers = [
         {"name": "orders", "url": mcp_server.sse_url, "bearer_token": TOKEN, "allowed_tools": [FAST_TOOL]},
@@ -101,7 +101,7 @@ def own_stack(
         "AGENT_GREETING": GREETING,
     }
     with running_stack(model.base_url, str(model.ca_file), tmp_path_factory.mktemp("own-tools-state"),
-                       artifacts / "logs" / "own-tools", extra) as processes:
+                       log_dir / "own-tools", extra) as processes:
         # The worker indexes the folder while it registers: the first call needs the index.
         assert processes.wait_for_log("agent", "voice_agent: knowledge: indexed", timeout_s=120)
         yield processes

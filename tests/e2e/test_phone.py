@@ -73,7 +73,7 @@ def callee_port() -> int:
 
 @pytest.fixture(scope="module")
 def phone_stack(
-    standin: GeminiLiveStandin, tmp_path_factory: pytest.TempPathFactory, artifacts: Path, callee_port: int
+    standin: GeminiLiveStandin, tmp_path_factory: pytest.TempPathFactory, log_dir: Path, callee_port: int
 ) -> Iterator[ProcessStack]:
     """The native stack with livekit-sip, its trunks and dispatch rule provisioned."""
     extra = {
@@ -87,7 +87,7 @@ def phone_stack(
         "AGENT_ROOM_CLAIM_TTL_S": "15",
     }
     with running_stack(standin.base_url, str(standin.ca_file), tmp_path_factory.mktemp("phone-state"),
-                       artifacts / "logs" / "phone", extra) as processes:
+                       log_dir / "phone", extra) as processes:
         yield processes
 
 

@@ -64,7 +64,7 @@ restart_standin = standin_fixture("restart_standin", "module")
 
 @pytest.fixture(scope="module")
 def restart_stack(
-    restart_standin: GeminiLiveStandin, tmp_path_factory: pytest.TempPathFactory, artifacts: Path
+    restart_standin: GeminiLiveStandin, tmp_path_factory: pytest.TempPathFactory, log_dir: Path
 ) -> Iterator[ProcessStack]:
     """A stack of this module's own: its Redis and livekit-server are restarted here.
 
@@ -76,7 +76,7 @@ def restart_stack(
         overrides = isolated_overrides(
             tmp_path_factory.mktemp("restart-state"), restart_standin.base_url, str(restart_standin.ca_file)
         )
-        processes = ProcessStack(stack.build_env(env_file=None, overrides=overrides), artifacts / "logs" / "restarts")
+        processes = ProcessStack(stack.build_env(env_file=None, overrides=overrides), log_dir / "restarts")
         try:
             processes.start()
             break

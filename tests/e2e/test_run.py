@@ -150,7 +150,7 @@ def running(env_file: Path, log: Path, start_timeout_s: float = START_TIMEOUT_S)
 
 
 def test_a_taken_port_is_refused_in_one_line_naming_the_port_and_its_holder(
-    run_env: dict[str, str], tmp_path: Path, artifacts: Path
+    run_env: dict[str, str], tmp_path: Path, log_dir: Path
 ) -> None:
     port = int(run_env["AGENT_HEALTH_PORT"])
     holder = subprocess.Popen([sys.executable, "-c", (
@@ -160,7 +160,7 @@ def test_a_taken_port_is_refused_in_one_line_naming_the_port_and_its_holder(
         "time.sleep(600)\n")], stdout=subprocess.PIPE, text=True)
     try:
         assert holder.stdout is not None and holder.stdout.readline().strip() == "listening"
-        with running(write_env(tmp_path / ".env", run_env), artifacts / "logs" / "run" / "refused.log") as run:
+        with running(write_env(tmp_path / ".env", run_env), log_dir / "run" / "refused.log") as run:
             assert run.wait(120) == 2
             assert len(run.stderr) == 1, run.tail()
             line = run.stderr[0]
@@ -209,12 +209,12 @@ def _bindable(port: int) -> bool:
 
 
 async def test_ctrl_c_returns_once_every_process_has_exited_after_the_drain_and_a_new_run_starts_clean(
-    run_env: dict[str, str], tmp_path: Path, artifacts: Path, standin: GeminiLiveStandin
+    run_env: dict[str, str], tmp_path: Path, log_dir: Path, standin: GeminiLiveStandin
 ) -> None:
     env_file = write_env(tmp_path / ".env", {**run_env, "AGENT_DRAIN_TIMEOUT_S": "600"})
     env = stack.build_env(env_file=env_file, base={})
     token_url = f"http://127.0.0.1:{env['WEB_PORT']}/api/token"
-    logs = artifacts / "logs" / "run"
+    logs = log_dir / "run"
     with running(env_file, logs / "first.log") as first:
         first.wait_for("The appliance is up", START_TIMEOUT_S + 60)
         # One run per state directory: a second one is refused while this one runs.
@@ -273,12 +273,12 @@ async def wait_for_line(run: Run, text: str, timeout_s: float = 60) -> None:
 
 
 def test_a_crash_looping_agent_is_never_announced_up_and_the_run_stops_everything(
-    run_env: dict[str, str], tmp_path: Path, artifacts: Path
+    run_env: dict[str, str], tmp_path: Path, log_dir: Path
 ) -> None:
     # An invalid setting: every worker start exits at once with status 2, and supervisord
     # starts it again and again.
     env_file = write_env(tmp_path / ".env", {**run_env, "AGENT_MAX_CALLS": "0"})
-    with running(env_file, artifacts / "logs" / "run" / "crash-loop.log", CRASH_LOOP_TIMEOUT_S) as run:
+    with running(env_file, log_dir / "run" / "crash-loop.log", CRASH_LOOP_TIMEOUT_S) as run:
         proc = run.process
         deadline = time.monotonic() + CRASH_LOOP_TIMEOUT_S + 120
         while proc.poll() is None:

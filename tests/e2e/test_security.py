@@ -98,7 +98,7 @@ def admin(native_stack: ProcessStack) -> api.LiveKitAPI:
 @contextmanager
 def token_server(native_stack: ProcessStack, name: str, **overrides: str) -> Iterator[str]:
     """The Procfile's token-server command with the stack's environment plus `overrides`,
-    on a free port; yields its base URL. Logs to artifacts/logs/token-server-<name>.log."""
+    on a free port; yields its base URL. Logs to token-server-<name>.log in the stack's log folder."""
     port = free_port()
     env = {
         **native_stack.env,

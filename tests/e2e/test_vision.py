@@ -41,13 +41,13 @@ BLUE = (30, 30, 200)
 
 @pytest.fixture(scope="module")
 def vision_stack(
-    standin: GeminiLiveStandin, tmp_path_factory: pytest.TempPathFactory, artifacts: Path
+    standin: GeminiLiveStandin, tmp_path_factory: pytest.TempPathFactory, log_dir: Path
 ) -> Iterator[ProcessStack]:
     """The native stack with callers allowed to show their camera (not their screen)."""
     extra = {"VIDEO_INPUT": "camera", "VIDEO_INPUT_MAX_FPS": str(MAX_FPS), "VIDEO_INPUT_MAX_PX": str(MAX_PX)}
     with running_stack(
         standin.base_url, str(standin.ca_file), tmp_path_factory.mktemp("vision-state"),
-        artifacts / "logs" / "vision", extra=extra,
+        log_dir / "vision", extra=extra,
     ) as processes:
         yield processes
 

@@ -55,8 +55,8 @@ AGENT_BACK_TIMEOUT_S = 90
 
 
 @pytest.fixture(scope="module")
-def cluster(standin: GeminiLiveStandin, tmp_path_factory: pytest.TempPathFactory, artifacts: Path) -> Iterator[Cluster]:
-    with running_cluster(tmp_path_factory.mktemp("cluster-state"), artifacts / "logs" / "scaleout",
+def cluster(standin: GeminiLiveStandin, tmp_path_factory: pytest.TempPathFactory, log_dir: Path) -> Iterator[Cluster]:
+    with running_cluster(tmp_path_factory.mktemp("cluster-state"), log_dir / "scaleout",
                          standin.base_url, str(standin.ca_file)) as processes:
         yield processes
 
