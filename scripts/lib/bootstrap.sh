@@ -2,7 +2,7 @@
 # Everything heavy is cached outside the clone, keyed by version, under $CACHE_DIR:
 #   livekit-<version>/livekit-server   built with `go install` from the Go module proxy
 #   livekit-sip-<version>/livekit-sip  built from its module with `go build` (telephony only)
-#   venv-<lock hash>/                   the Python environment from requirements.lock
+#   venv-<lock hash>-pyc/               the Python environment from requirements.lock, compiled
 #   uv-<version>/                       the installer used to build that environment
 #   helm-<version>/helm, kubeconform-<version>/kubeconform   `go install`ed (the chart's checks)
 #   k8s-schemas-<version>/              kubeconform's strict JSON schemas, generated from the
@@ -153,7 +153,7 @@ build_k8s_schemas() {
 ensure_venv() {
   local lock_hash uv_dir venv
   lock_hash="$(sha256sum "$ROOT/requirements.lock" | cut -c1-12)"
-  venv="$CACHE_DIR/venv-$lock_hash"
+  venv="$CACHE_DIR/venv-$lock_hash-pyc"
   uv_dir="$CACHE_DIR/uv-$UV_VERSION"
   [ -f "$venv/.complete" ] || with_cache_lock "venv-$lock_hash" build_venv "$venv" "$uv_dir"
   export VIRTUAL_ENV="$venv"
@@ -170,7 +170,10 @@ build_venv() {
     log "creating the Python environment from requirements.lock"
     rm -rf "$venv"
     "$uv_dir/bin/uv" venv -q --python "$PYTHON" "$venv" || die "could not create $venv"
-    "$uv_dir/bin/uv" pip sync -q --python "$venv/bin/python" "$ROOT/requirements.lock" \
+    # --compile-bytecode: every process (each agent worker, job process and test stack) then
+    # loads .pyc files instead of compiling its imports again, also where the environment
+    # says PYTHONDONTWRITEBYTECODE (the images do the same with UV_COMPILE_BYTECODE).
+    "$uv_dir/bin/uv" pip sync -q --compile-bytecode --python "$venv/bin/python" "$ROOT/requirements.lock" \
       || die "could not install requirements.lock"
     touch "$venv/.complete"
   fi
