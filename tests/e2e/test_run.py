@@ -164,8 +164,9 @@ def test_a_taken_port_is_refused_in_one_line_naming_the_port_and_its_holder(
             assert run.wait(120) == 2
             assert len(run.stderr) == 1, run.tail()
             line = run.stderr[0]
+            shown = f"{sys.executable} -c import socket"[:77]  # procs.describe cuts at 80 with "..."
             assert line.startswith(f"run: port {port} (AGENT_HEALTH_PORT) is in use by pid {holder.pid} "
-                                   f"({sys.executable} -c import socket"), line
+                                   f"({shown}"), line
             assert line.endswith(": stop it, or move the port in .env"), line
             assert run.seen == {}, "nothing was started"
         assert preflight.port_conflicts(stack.build_env(env_file=tmp_path / ".env", base={})) != []
