@@ -9,7 +9,7 @@ import pytest
 
 from tests.e2e.caller import Caller
 from tests.e2e.harness import ProcessStack
-from tests.e2e.calls import greeted, load_record
+from tests.e2e.calls import greeted, wait_record
 from tests.fixtures import stack_fixture
 from tests.standins.gemini_live import GeminiLiveStandin
 
@@ -44,5 +44,6 @@ async def test_a_call_at_its_time_limit_is_warned_then_ended(
         await caller.wait_until(lambda: not caller.room.isconnected(), 30, "the call to end")
         ended_at = time.monotonic()
     assert WARNING_S - 4 < ended_at - warned_at < WARNING_S + 20, (warned_at, ended_at)
-    record = load_record(limited_stack, joined)
+    # The agent writes the end after the room has closed: wait for it, do not race it.
+    record = await wait_record(limited_stack, joined, lambda r: "end_reason" in r)
     assert record.get("end_reason") == "max call length", record
