@@ -39,7 +39,8 @@ def _file(nodeid: str) -> str:
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     """Longest test files first; a file's tests stay together and in their order."""
-    known: dict[str, float] = config.cache.get(FILE_SECONDS_KEY, {}) if config.cache else {}
+    cache = getattr(config, "cache", None)  # None with -p no:cacheprovider
+    known: dict[str, float] = cache.get(FILE_SECONDS_KEY, {}) if cache else {}
 
     def seconds(item: pytest.Item) -> float:
         guess = E2E_FILE_GUESS_S if item.get_closest_marker("e2e") else 0.0
@@ -55,11 +56,11 @@ def pytest_runtest_logreport(report: pytest.TestReport) -> None:
 
 def pytest_sessionfinish(session: pytest.Session) -> None:
     """Keep this run's file times for the next run's order (the controller's or a lone run's)."""
-    config = session.config
-    if config.cache is None or hasattr(config, "workerinput") or not _file_seconds:
+    cache = getattr(session.config, "cache", None)
+    if cache is None or hasattr(session.config, "workerinput") or not _file_seconds:
         return
-    known = config.cache.get(FILE_SECONDS_KEY, {})
-    config.cache.set(FILE_SECONDS_KEY, {**known, **{f: round(s, 1) for f, s in _file_seconds.items()}})
+    known = cache.get(FILE_SECONDS_KEY, {})
+    cache.set(FILE_SECONDS_KEY, {**known, **{f: round(s, 1) for f, s in _file_seconds.items()}})
 
 
 #: Calls the shared stack's worker takes at once (AGENT_MAX_CALLS).
