@@ -4,13 +4,16 @@ Logs of every process go to `artifacts/logs/` (kept by CI; under `./scripts/test
 pytest-xdist workers each run stacks of their own, to `artifacts/logs/<worker>/`); a failing
 start shows the tail.
 
-Order: test files run longest first (their times in the last run, from pytest's cache;
-without it, the end-to-end files first), so that pytest-xdist's workers, which take whole
-files in collection order (`--dist loadfile`), do not start a long file last.
+Order: test files run longest first, so that pytest-xdist's workers, which take whole files
+in collection order (`--dist loadfile`), do not start a long file last. A file's time is
+its time in the last run here (pytest's cache), else its time in `file-seconds.json` (a
+three-worker run's, committed, like pytest-split's `.test_durations`; refresh it from
+`.pytest_cache/v/voice-appliance/file-seconds` when files change a lot), else a guess.
 """
 
 from __future__ import annotations
 
+import json
 import shutil
 from collections import defaultdict
 from collections.abc import Iterator
@@ -27,7 +30,9 @@ ARTIFACTS = stack.ROOT / "artifacts"
 
 #: pytest's cache key of the seconds each test file took (setup, call and teardown) last run.
 FILE_SECONDS_KEY = "voice-appliance/file-seconds"
-#: A file's weight when the cache does not know it: end-to-end files take minutes.
+#: Seconds per test file from a whole run (the order's fallback where the cache has none).
+FILE_SECONDS = Path(__file__).with_name("file-seconds.json")
+#: A file's weight when neither knows it: end-to-end files take minutes.
 E2E_FILE_GUESS_S = 100.0
 
 _file_seconds: defaultdict[str, float] = defaultdict(float)
@@ -40,7 +45,10 @@ def _file(nodeid: str) -> str:
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     """Longest test files first; a file's tests stay together and in their order."""
     cache = getattr(config, "cache", None)  # None with -p no:cacheprovider
-    known: dict[str, float] = cache.get(FILE_SECONDS_KEY, {}) if cache else {}
+    known: dict[str, float] = {
+        **json.loads(FILE_SECONDS.read_text(encoding="utf-8")),
+        **(cache.get(FILE_SECONDS_KEY, {}) if cache else {}),
+    }
 
     def seconds(item: pytest.Item) -> float:
         guess = E2E_FILE_GUESS_S if item.get_closest_marker("e2e") else 0.0
