@@ -35,6 +35,13 @@ class Notice:
 
 #: A new agent is being brought in (the last one was lost, or its worker is going away).
 RECONNECTING = Notice("agent_reconnecting", "One moment, please: reconnecting you to the assistant\u2026")
+#: The agent has no Gemini credentials (a first run before `.env` has them): the call ends
+#: at once, and the page says why instead of waiting for an agent that will not come.
+NOT_CONFIGURED = Notice(
+    "agent_not_configured",
+    "This assistant is not configured yet: the operator must set its Gemini credentials.",
+    closing=True,
+)
 #: The agent was lost more often than it may be replaced: the call ends.
 UNAVAILABLE = Notice(
     "agent_unavailable", "Sorry, the assistant was lost and could not be brought back. Please call again.", closing=True

@@ -24,7 +24,7 @@ import asyncio
 import json
 import logging
 
-from livekit import rtc
+from livekit import api, rtc
 from livekit.agents import (
     AgentServer,
     AgentSession,
@@ -40,7 +40,7 @@ from livekit.agents import (
 from voice_calls import budget, logs
 from voice_calls.records import accepted_key
 
-from . import call_room, guards, metrics, operator_tools, phone_budget, records, telephony, vision
+from . import call_room, guards, metrics, notices, operator_tools, phone_budget, records, telephony, vision
 from .assistant import Assistant
 from .capacity import CapacityPublisher
 from .link import CallLink
@@ -172,7 +172,11 @@ async def entrypoint(ctx: JobContext) -> None:
     if missing:
         await ctx.connect()
         logger.error("cannot answer the call: %s", missing)
-        await call_room.tell_caller(ctx, "This assistant is not configured yet: the operator must set its Gemini credentials.")
+        try:  # a closing notice: the page ends the call and says why
+            await notices.send(ctx.api, ctx.room.name, notices.NOT_CONFIGURED)
+        except api.TwirpError as exc:
+            logger.warning("could not end the call with a notice (%s); telling the caller only", exc)
+            await call_room.tell_caller(ctx, notices.NOT_CONFIGURED.message)
         call_room.leave(ctx, missing)
         return
 

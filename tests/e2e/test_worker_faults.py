@@ -117,6 +117,19 @@ async def test_a_call_that_starts_while_no_worker_is_registered_is_taken_when_on
     assert fault_stack.wait_for_log("token-server", "no_worker_redispatched", 5)
 
 
+async def test_without_gemini_credentials_the_call_ends_at_once_saying_why(fault_stack: ProcessStack) -> None:
+    """A first run before `.env` has credentials: the agent ends the call with a closing notice
+    that says why (the page shows it, instead of waiting for an agent that will not come)."""
+    with service_with(fault_stack, "agent", GOOGLE_API_KEY=""):
+        async with Caller(fault_stack.token_url, name="Ada") as caller:
+            await caller.wait_until(lambda: caller.disconnect_reason is not None, 30, "the call to end")
+        # (a closing notice comes twice: as a data message and as the room's metadata)
+        assert {n["code"] for _, n in caller.notices} == {"agent_not_configured"}, caller.notices
+        assert "Gemini credentials" in caller.notices[-1][1]["message"]
+        assert caller.notices[-1][1]["closing"] is True and caller.disconnect_reason == "ROOM_DELETED"
+    assert fault_stack.wait_for_log("agent", "cannot answer the call", 5)
+
+
 # --- 2. the worker is killed, drained, or doubled ------------------------------------------
 
 
