@@ -87,7 +87,7 @@ def log_dir(artifacts: Path, worker_id: str) -> Path:
     """Where this session's processes write their logs: `artifacts/logs/`, or under
     pytest-xdist the worker's own folder in it (`worker_id` is pytest-xdist's: gw0, gw1, ...,
     or "master" without workers), so that no two stacks append to one file."""
-    return ARTIFACTS / "logs" if worker_id == "master" else artifacts / "logs" / worker_id
+    return artifacts / "logs" if worker_id == "master" else artifacts / "logs" / worker_id
 
 
 #: The Gemini Live stand-in, serving TLS on 127.0.0.1 for the whole session.

@@ -59,4 +59,3 @@ def healthy_standin(fault_standin: GeminiLiveStandin) -> Iterator[None]:
     fault_standin.accept_handshakes()
     yield
     fault_standin.accept_handshakes()
-

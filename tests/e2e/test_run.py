@@ -165,10 +165,10 @@ def test_a_taken_port_is_refused_in_one_line_naming_the_port_and_its_holder(
             assert run.wait(120) == 2
             assert len(run.stderr) == 1, run.tail()
             line = run.stderr[0]
-            shown = f"{sys.executable} -c import socket"[:77]  # procs.describe cuts at 80 with "..."
-            assert line.startswith(f"run: port {port} (AGENT_HEALTH_PORT) is in use by pid {holder.pid} "
-                                   f"({shown}"), line
-            assert line.endswith(": stop it, or move the port in .env"), line
+            # The holder as procs.describe shows it: `pid N (its command, cut to a line's width)`.
+            assert line == (f"run: port {port} (AGENT_HEALTH_PORT) is in use by {procs.describe(holder.pid)}: "
+                            "stop it, or move the port in .env"), line
+            assert f"pid {holder.pid} ({sys.executable} -c" in line, line
             assert run.seen == {}, "nothing was started"
         assert preflight.port_conflicts(stack.build_env(env_file=tmp_path / ".env", base={})) != []
     finally:
